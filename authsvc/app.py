@@ -1,0 +1,46 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from authsvc import problems
+from authsvc.config import Settings
+from authsvc.deps import RuntimeDep
+from authsvc.kiosk.endpoints import router as kiosk_router
+from authsvc.oidc.discovery import router as oidc_router
+from authsvc.runtime import Runtime
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
+    if runtime is None:
+        assert settings is not None
+        runtime = Runtime(settings)
+    app = FastAPI(title="sscard authentication service", version="0.1.0", docs_url=None, redoc_url=None)
+    app.state.runtime = runtime
+    problems.install(app)
+    app.include_router(oidc_router)
+    app.include_router(kiosk_router)
+
+    @app.get("/healthz", tags=["ops"])
+    def health(rt: RuntimeDep) -> JSONResponse:
+        checks = {"store": rt.store.ping()}
+        try:
+            with rt.engine.connect() as conn:
+                conn.execute(text("select 1"))
+            checks["database"] = True
+        except Exception:
+            checks["database"] = False
+        ok = all(checks.values())
+        return JSONResponse({"status": "ok" if ok else "degraded", **checks}, status_code=200 if ok else 503)
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Entry point for `uvicorn --factory authsvc.app:app_from_env` (one per worker)."""
+    from authsvc.config import load_settings
+
+    return create_app(load_settings())

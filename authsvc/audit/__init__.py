@@ -1,0 +1,1 @@
+"""Audit events: every authentication attempt, who (masked), where, outcome and reason."""

@@ -1,0 +1,289 @@
+"""`authsvc`: run the service and administer it (database, registry, cards, kiosks, keys, demo)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+from authsvc.config import ConfigError, Settings, load_settings
+from authsvc.database import unit_of_work
+from authsvc.registry.masking import mask_card_number, mask_ssn
+from authsvc.registry.service import RegistryError
+from authsvc.runtime import Runtime
+
+
+class CommandError(Exception):
+    pass
+
+
+def _runtime() -> Runtime:
+    return Runtime(load_settings())
+
+
+def prepare(runtime: Runtime, *, migrate: bool) -> None:
+    """Bring the database to the code's schema (or insist that it is) and make sure signing keys exist."""
+    from authsvc import migrate as migrations
+    from keys import signing
+
+    if migrations.pending(runtime.engine):
+        if not migrate:
+            raise CommandError("the database schema is behind this version: run `authsvc db upgrade` first")
+        migrations.upgrade(runtime.engine)
+    with unit_of_work(runtime.sessions) as session:
+        signing.ensure(session, runtime.sealer)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    runtime = _runtime()
+    prepare(runtime, migrate=runtime.settings.embedded)
+    if runtime.settings.embedded and args.workers > 1:
+        raise CommandError(
+            "the embedded default (SQLite, in-process store) runs one worker; "
+            "configure SSCARD_DATABASE_URL and SSCARD_REDIS_URL for more"
+        )
+    runtime.close()
+    uvicorn.run(
+        "authsvc.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        access_log=False,
+        proxy_headers=args.proxy_headers,
+    )
+    return 0
+
+
+def cmd_db_upgrade(_args: argparse.Namespace) -> int:
+    from authsvc import migrate as migrations
+
+    runtime = _runtime()
+    migrations.upgrade(runtime.engine)
+    print("database is at the latest schema")
+    return 0
+
+
+def cmd_cardholder_add(args: argparse.Namespace) -> int:
+    from authsvc.registry import service
+
+    runtime = _runtime()
+    prepare(runtime, migrate=False)
+    with unit_of_work(runtime.sessions) as session:
+        holder = service.add_cardholder(session, ssn=args.ssn, name=args.name, sex=args.sex, region_code=args.region)
+        print(f"added cardholder {mask_ssn(holder.ssn)} subject={holder.subject}")
+    return 0
+
+
+def cmd_cardholder_import(args: argparse.Namespace) -> int:
+    from authsvc.registry import service
+
+    runtime = _runtime()
+    prepare(runtime, migrate=False)
+    try:
+        text = Path(args.file).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CommandError(f"cannot read {args.file}: {exc}") from exc
+    with unit_of_work(runtime.sessions) as session:
+        report = service.import_csv(session, text)
+    for line, message in report.errors:
+        print(f"{args.file}:{line}: {message}", file=sys.stderr)
+    print(f"added {report.added} cardholder(s), {len(report.errors)} row(s) refused")
+    return 1 if report.errors else 0
+
+
+def cmd_card_issue(args: argparse.Namespace) -> int:
+    from authsvc.registry import service
+
+    runtime = _runtime()
+    prepare(runtime, migrate=False)
+    out = Path(args.out)
+    with unit_of_work(runtime.sessions) as session:
+        issued = service.issue_card(
+            session,
+            runtime.sealer,
+            ssn=args.ssn,
+            generation=args.generation,
+            pin=args.pin,
+            out=out,
+            algorithm=args.algorithm,
+        )
+    print(f"issued generation-{issued.generation} card {issued.card_number} → {out}")
+    return 0
+
+
+def cmd_card_set_status(args: argparse.Namespace) -> int:
+    from authsvc.registry import service
+
+    runtime = _runtime()
+    prepare(runtime, migrate=False)
+    with unit_of_work(runtime.sessions) as session:
+        card = service.set_card_status(session, args.card_number, args.status)
+        print(f"card {mask_card_number(card.card_number)} is now {card.status}")
+    return 0
+
+
+def cmd_terminal_add(args: argparse.Namespace) -> int:
+    from authsvc.registry import service
+
+    runtime = _runtime()
+    prepare(runtime, migrate=False)
+    out = Path(args.out)
+    with unit_of_work(runtime.sessions) as session:
+        service.add_terminal(session, terminal_id=args.id, region_code=args.region, out=out, service=args.service)
+    print(f"registered terminal {args.id}; its credential is in {out} (keep it private)")
+    return 0
+
+
+def cmd_terminal_set_status(args: argparse.Namespace) -> int:
+    from authsvc.registry import service
+
+    runtime = _runtime()
+    prepare(runtime, migrate=False)
+    with unit_of_work(runtime.sessions) as session:
+        row = service.set_terminal_status(session, args.id, args.status)
+        print(f"terminal {row.id} is now {row.status}")
+    return 0
+
+
+def cmd_keys_init(_args: argparse.Namespace) -> int:
+    runtime = _runtime()
+    prepare(runtime, migrate=False)
+    print("signing keys are in place")
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from authsvc.oidc.discovery import JWKS_MAX_AGE
+    from keys import signing
+
+    runtime = _runtime()
+    prepare(runtime, migrate=False)
+    s: Settings = runtime.settings
+    # A retired key stays published while any token it signed may be alive, plus the time a worker may still
+    # sign with its cached copy, plus the time a relying party may cache the key set.
+    retire_for = timedelta(seconds=s.max_token_ttl + s.key_cache_seconds + JWKS_MAX_AGE)
+    min_age = timedelta(0) if args.force else timedelta(seconds=JWKS_MAX_AGE + s.key_cache_seconds)
+    with unit_of_work(runtime.sessions) as session:
+        try:
+            active, nxt = signing.rotate(session, runtime.sealer, retire_for=retire_for, min_next_age=min_age)
+        except signing.RotationRefused as exc:
+            raise CommandError(str(exc)) from exc
+    print(f"active signing key {active}; next key {nxt} published")
+    return 0
+
+
+def cmd_keys_list(_args: argparse.Namespace) -> int:
+    from keys import repository
+    from keys.models import Purpose
+
+    runtime = _runtime()
+    prepare(runtime, migrate=False)
+    with unit_of_work(runtime.sessions) as session:
+        rows = [
+            {
+                "kid": r.kid,
+                "purpose": r.purpose,
+                "algorithm": r.algorithm,
+                "state": r.state,
+                "label": r.label,
+                "created_at": r.created_at.isoformat(),
+                "publish_until": r.publish_until.isoformat() if r.publish_until else None,
+            }
+            for purpose in Purpose
+            for r in repository.by_purpose(session, purpose)
+        ]
+    print(json.dumps(rows, indent=2))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from authsvc.demo import run_demo
+
+    return run_demo(port=args.port, keep_running=not args.exit)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="authsvc",
+        description="sscard authentication service",
+        epilog="Configuration comes from SSCARD_* environment variables (see README). Exit codes: 0 done, "
+        "1 refused (the message says why), 2 usage or configuration error.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(
+        parent: argparse._SubParsersAction, name: str, func: Callable[[argparse.Namespace], int], help_: str
+    ) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help_, description=help_)
+        p.set_defaults(func=func)
+        return p
+
+    p = add(sub, "serve", cmd_serve, "run the HTTP service")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--proxy-headers", action="store_true", help="trust X-Forwarded-* from the proxy in front")
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
+    add(db, "upgrade", cmd_db_upgrade, "apply all migrations")
+
+    ch = sub.add_parser("cardholder", help="the cardholder registry").add_subparsers(dest="ch", required=True)
+    p = add(ch, "add", cmd_cardholder_add, "register a cardholder")
+    p.add_argument("--ssn", required=True, help="18-character social security number")
+    p.add_argument("--name", required=True)
+    p.add_argument("--sex", choices=["0", "1", "2", "9"], help="GB/T 2261.1 code; default from the number")
+    p.add_argument("--region", help="6-digit region code; default from the number")
+    p = add(ch, "import", cmd_cardholder_import, "register cardholders from a CSV file (ssn,name[,sex][,region_code])")
+    p.add_argument("file")
+
+    card = sub.add_parser("card", help="cards").add_subparsers(dest="card_command", required=True)
+    p = add(card, "issue", cmd_card_issue, "personalise a card for a cardholder and write its software-card file")
+    p.add_argument("--ssn", required=True)
+    p.add_argument("--generation", type=int, choices=[2, 3], required=True)
+    p.add_argument("--pin", required=True, help="4 to 12 digits")
+    p.add_argument("--out", required=True, help="card file to write (mode 0600)")
+    p.add_argument("--algorithm", choices=["3des", "sm4"], default="3des", help="2nd generation card key algorithm")
+    p = add(card, "set-status", cmd_card_set_status, "report a card lost, freeze, reactivate or cancel it")
+    p.add_argument("card_number")
+    p.add_argument("status", choices=["active", "reported_lost", "frozen", "cancelled"])
+
+    term = sub.add_parser("terminal", help="kiosk terminals").add_subparsers(dest="t", required=True)
+    p = add(term, "add", cmd_terminal_add, "register a kiosk and write its credential")
+    p.add_argument("--id", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--region", default="110000")
+    p.add_argument("--service", help="service URL to record in the credential file")
+    p = add(term, "set-status", cmd_terminal_set_status, "enable or disable a kiosk")
+    p.add_argument("id")
+    p.add_argument("status", choices=["active", "disabled"])
+
+    keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="k", required=True)
+    add(keys, "init", cmd_keys_init, "create the first signing keys (active and next)")
+    p = add(keys, "rotate", cmd_keys_rotate, "activate the next signing key, retire the active one, publish a new next")
+    p.add_argument("--force", action="store_true", help="rotate even if the next key was published only just now")
+    add(keys, "list", cmd_keys_list, "list key material (never the secrets)")
+
+    p = add(sub, "demo", cmd_demo, "embedded demo: service, software card, real PC/SC kiosk login")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--exit", action="store_true", help="stop after the demo logins instead of serving on")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"authsvc: {exc}", file=sys.stderr)
+        return 2
+    except (CommandError, RegistryError) as exc:
+        print(f"authsvc: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,121 @@
+"""Configuration: environment variables with the `SSCARD_` prefix, validated once at start."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """A bad configuration value; the message names the variable and what is wrong with it."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SSCARD_", extra="ignore", frozen=True)
+
+    # Where the embedded default keeps its files (SQLite database, key-encryption key).
+    home: Path = Path("var")
+    database_url: str = ""
+    # `memory://` is the in-process store: single process only, for the embedded default.
+    redis_url: str = "memory://"
+    redis_prefix: str = "sscard:"
+    issuer: str = "http://127.0.0.1:8000"
+    key_dir: Path | None = None
+    # Fernet keys (urlsafe base64, comma-separated, newest first) that seal private key material at rest.
+    # Unset: a key file in key_dir is created on first use (embedded default only).
+    kek: str | None = Field(default=None, repr=False)
+    access_token_audience: str = "sscard-api"  # noqa: S105 - an audience name, not a secret
+    id_token_ttl: Annotated[int, Field(ge=30, le=3600)] = 300
+    access_token_ttl: Annotated[int, Field(ge=30, le=3600)] = 600
+    challenge_ttl: Annotated[int, Field(ge=10, le=600)] = 60
+    signature_window: Annotated[int, Field(ge=5, le=900)] = 120
+    # How long a worker may keep using a cached key before re-reading key states.
+    key_cache_seconds: Annotated[int, Field(ge=0, le=300)] = 30
+    throttle_window: Annotated[int, Field(ge=10, le=86400)] = 900
+    throttle_card_failures: Annotated[int, Field(ge=1, le=1000)] = 5
+    throttle_terminal_failures: Annotated[int, Field(ge=1, le=100000)] = 30
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError("must be an http(s) URL without query or fragment, e.g. https://id.example.gov.cn")
+        return value.rstrip("/")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("memory", "redis", "rediss"):
+            raise ValueError("must be memory:// (in-process) or a redis:// or rediss:// URL")
+        return value
+
+    @field_validator("kek")
+    @classmethod
+    def _kek(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from cryptography.fernet import Fernet
+
+        try:
+            for part in value.split(","):
+                Fernet(part.strip())
+        except ValueError as exc:
+            raise ValueError("must be comma-separated Fernet keys (32 bytes, urlsafe base64)") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _derived(self) -> Settings:
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{self.home / 'sscard.db'}")
+        scheme = urlsplit(self.database_url).scheme
+        if not (scheme.startswith("sqlite") or scheme.startswith("postgresql")):
+            raise ValueError("SSCARD_DATABASE_URL must be sqlite:///PATH or postgresql+psycopg://...")
+        if scheme == "postgresql":  # psycopg 3 is the driver we ship
+            object.__setattr__(self, "database_url", "postgresql+psycopg" + self.database_url[len("postgresql") :])
+        if self.key_dir is None:
+            object.__setattr__(self, "key_dir", self.home / "keys")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def jwks_uri(self) -> str:
+        return f"{self.issuer}/jwks.json"
+
+    @property
+    def max_token_ttl(self) -> int:
+        return max(self.id_token_ttl, self.access_token_ttl)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment; every bad value is reported by variable name."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = "_".join(str(p) for p in error["loc"]).upper()
+            name = f"SSCARD_{field}" if field else "configuration"
+            lines.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def env_for_child(settings: Settings) -> dict[str, str]:
+    """The environment a child process needs to see the same configuration."""
+    env = dict(os.environ)
+    env.update(
+        SSCARD_HOME=str(settings.home),
+        SSCARD_DATABASE_URL=settings.database_url,
+        SSCARD_REDIS_URL=settings.redis_url,
+        SSCARD_ISSUER=settings.issuer,
+        SSCARD_KEY_DIR=str(settings.key_dir),
+    )
+    return env

@@ -1,0 +1,189 @@
+"""`authsvc demo`: the embedded default end to end — service, software cards in a real PC/SC stack, kiosk logins.
+
+Everything lives under SSCARD_HOME (./var by default): the SQLite database, the key-encryption key, and the demo's
+card and kiosk files in var/demo/. Running it again reuses them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import jwt
+
+from authsvc.cli import CommandError, prepare
+from authsvc.config import env_for_child, load_settings
+from authsvc.database import unit_of_work
+from authsvc.registry import repository, service
+from authsvc.registry.models import CardStatus
+from authsvc.runtime import Runtime
+from card.cardfile import CardFile
+
+READER = "Virtual PCD 00 00"
+PCSCD_SOCKET = Path("/run/pcscd/pcscd.comm")
+DEMO_PEOPLE = [
+    # (ssn, name, generation, PIN, 2nd-generation algorithm)
+    ("110105199003072813", "张伟", 3, "123456", None),
+    ("330106198511124520", "李娜", 2, "654321", "sm4"),
+]
+
+
+def _say(text: str) -> None:
+    print(f"\033[1m==> {text}\033[0m" if sys.stdout.isatty() else f"==> {text}", flush=True)
+
+
+def ensure_pcscd() -> None:
+    if PCSCD_SOCKET.exists():
+        return
+    binary = shutil.which("pcscd") or ("/usr/sbin/pcscd" if Path("/usr/sbin/pcscd").exists() else None)
+    if binary is None:
+        raise CommandError("pcscd is not installed: run `./dev demo`, which installs pcscd and vpcd")
+    subprocess.run([binary], check=True)  # noqa: S603 - the system's pcscd; it daemonises
+    for _ in range(50):
+        if PCSCD_SOCKET.exists():
+            return
+        time.sleep(0.1)
+    raise CommandError("pcscd did not start")
+
+
+def _card_for(
+    runtime: Runtime, ssn: str, name: str, generation: int, pin: str, algorithm: str | None, path: Path
+) -> str:
+    with unit_of_work(runtime.sessions) as session:
+        holder = repository.holder_by_ssn(session, ssn)
+        if holder is None:
+            holder = service.add_cardholder(session, ssn=ssn, name=name)
+        if path.exists():
+            number = CardFile.load(path).identification.card_number
+            card = repository.card_by_number(session, number)
+            if card is not None and card.status == CardStatus.ACTIVE and CardFile.load(path).tries_left > 0:
+                return number
+        for card in repository.live_cards(session, holder.id):
+            service.set_card_status(session, card.card_number, "cancelled")
+        issued = service.issue_card(
+            session, runtime.sealer, ssn=ssn, generation=generation, pin=pin, out=path, algorithm=algorithm or "3des"
+        )
+        return issued.card_number
+
+
+def _kiosk(runtime: Runtime, path: Path, base_url: str) -> None:
+    with unit_of_work(runtime.sessions) as session:
+        if path.exists() and repository.terminal(session, "demo-kiosk") is not None:
+            return
+        if repository.terminal(session, "demo-kiosk") is not None:
+            service.set_terminal_status(session, "demo-kiosk", "disabled")
+            raise CommandError(
+                f"terminal demo-kiosk exists but {path} is gone; remove {runtime.settings.home} "
+                "to start the demo afresh"
+            )
+        service.add_terminal(session, terminal_id="demo-kiosk", region_code="110000", out=path, service=base_url)
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
+    for _ in range(200):
+        if proc.poll() is not None:
+            raise CommandError("the service exited during start-up")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise CommandError("the service did not become healthy")
+
+
+def _login(env: dict[str, str], base_url: str, kiosk: Path, card: Path, pin: str) -> dict[str, object]:
+    emulator = subprocess.Popen([sys.executable, "-m", "card", "emulate", str(card)], env=env)  # noqa: S603
+    try:
+        result = subprocess.run(  # noqa: S603
+            [
+                sys.executable,
+                "-m",
+                "card",
+                "login",
+                "--service",
+                base_url,
+                "--terminal",
+                str(kiosk),
+                "--reader",
+                READER,
+                "--pin",
+                pin,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        emulator.send_signal(signal.SIGTERM)
+        emulator.wait(timeout=10)
+        time.sleep(0.3)  # let pcscd notice the card is gone before the next one is inserted
+    if result.returncode != 0:
+        raise CommandError(f"kiosk login failed: {result.stderr.strip()}")
+    return json.loads(result.stdout)
+
+
+def run_demo(*, port: int, keep_running: bool) -> int:
+    settings = load_settings(issuer=os.environ.get("SSCARD_ISSUER", f"http://127.0.0.1:{port}"))
+    base_url = settings.issuer
+    runtime = Runtime(settings)
+    _say(f"embedded default: {settings.database_url}, store {settings.redis_url}")
+    prepare(runtime, migrate=True)
+    demo_dir = settings.home / "demo"
+    demo_dir.mkdir(parents=True, exist_ok=True)
+    cards = []
+    for ssn, name, generation, pin, algorithm in DEMO_PEOPLE:
+        path = demo_dir / f"card-gen{generation}.json"
+        number = _card_for(runtime, ssn, name, generation, pin, algorithm, path)
+        cards.append((path, pin, generation))
+        _say(f"cardholder {name[0]}* has a generation-{generation} card {number[:2]}****{number[-3:]} ({path})")
+    kiosk = demo_dir / "kiosk.json"
+    _kiosk(runtime, kiosk, base_url)
+    runtime.close()
+    ensure_pcscd()
+
+    env = env_for_child(settings)
+    _say(f"starting the service at {base_url}")
+    server = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "authsvc", "serve", "--port", str(port), "--log-level", "warning"], env=env
+    )
+    try:
+        _wait_healthy(base_url, server)
+        jwks = jwt.PyJWKClient(f"{base_url}/jwks.json")
+        for path, pin, generation in cards:
+            _say(f"kiosk login with the generation-{generation} software card through pcscd + vpcd + pyscard")
+            answer = _login(env, base_url, kiosk, path, pin)
+            print(json.dumps(answer, ensure_ascii=False, indent=2))
+            id_token = str(answer["id_token"])
+            claims = jwt.decode(
+                id_token,
+                jwks.get_signing_key_from_jwt(id_token).key,
+                algorithms=["ES256"],
+                audience="demo-kiosk",
+                issuer=base_url,
+            )
+            _say(
+                f"ID token verified against {base_url}/jwks.json: sub={claims['sub']} acr={claims['acr']} "
+                f"amr={claims['amr']} ({answer['apdus']} APDUs)"
+            )
+        if keep_running:
+            _say(
+                f"the service keeps running at {base_url} (discovery: {base_url}/.well-known/openid-configuration);"
+                " Ctrl-C stops it"
+            )
+            server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=15)
+    return 0

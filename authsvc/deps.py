@@ -1,0 +1,34 @@
+"""Typed FastAPI dependencies: the runtime, and a session whose commit is the request's one commit point."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from authsvc.database import unit_of_work
+from authsvc.runtime import Runtime
+
+
+def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_session(runtime: RuntimeDep) -> Iterator[Session]:
+    with unit_of_work(runtime.sessions) as session:
+        yield session
+
+
+DbSession = Annotated[Session, Depends(get_session)]
+
+
+async def get_body(request: Request) -> bytes:
+    return await request.body()
+
+
+RawBody = Annotated[bytes, Depends(get_body)]

@@ -1,0 +1,42 @@
+"""Login challenges: 32 random bytes, bound to the kiosk and the login, single use, short-lived."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import time
+from dataclasses import dataclass
+
+from authsvc.store import Store
+from card.cryptogram import CHALLENGE_LEN
+
+
+@dataclass(frozen=True)
+class PendingLogin:
+    login_id: str
+    terminal_id: str
+    challenge: bytes
+    created_at: float
+
+
+def _key(login_id: str) -> str:
+    return f"login:{login_id}"
+
+
+def start(store: Store, terminal_id: str, ttl: int) -> PendingLogin:
+    pending = PendingLogin(secrets.token_urlsafe(24), terminal_id, secrets.token_bytes(CHALLENGE_LEN), time.time())
+    value = {"t": terminal_id, "c": base64.b64encode(pending.challenge).decode(), "at": pending.created_at}
+    store.put(_key(pending.login_id), json.dumps(value).encode(), ttl)
+    return pending
+
+
+def take(store: Store, login_id: str) -> PendingLogin | None:
+    """Spend the challenge: of two concurrent completions of one login only one gets it."""
+    if not 16 <= len(login_id) <= 64:
+        return None
+    raw = store.take(_key(login_id))
+    if raw is None:
+        return None
+    value = json.loads(raw)
+    return PendingLogin(login_id, value["t"], base64.b64decode(value["c"]), float(value["at"]))

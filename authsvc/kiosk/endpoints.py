@@ -1,0 +1,138 @@
+"""Kiosk login routes: parse, call the service, map refusals to problem details."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Literal, TypeVar
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from authsvc.deps import DbSession, RawBody, RuntimeDep
+from authsvc.kiosk import service
+from authsvc.kiosk.signature import AuthenticatedTerminal
+from authsvc.kiosk.throttle import Throttled
+from authsvc.kiosk.verification import CardEvidence, Refused
+from authsvc.problems import Problem
+from card.request_signing import b64url, b64url_decode
+
+M = TypeVar("M", bound=BaseModel)
+
+router = APIRouter(prefix="/v1/kiosk", tags=["kiosk"])
+
+STATUS = {"login_unknown": 404, "invalid_request": 400}  # every other refusal of a card is 422
+
+B64 = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]*$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StartBody(_Strict):
+    pass
+
+
+class CompleteBody(_Strict):
+    ef05: Annotated[B64, Field(min_length=1, max_length=700)]
+    ef06: Annotated[B64, Field(min_length=1, max_length=700)]
+    response: Annotated[B64, Field(min_length=2, max_length=200)]
+    certificate: Annotated[B64, Field(min_length=1, max_length=6000)] | None = None
+
+
+class AbortBody(_Strict):
+    reason: Literal["pin_wrong", "pin_blocked", "card_removed", "card_not_recognised", "cancelled"]
+    tries_left: Annotated[int, Field(ge=0, le=15)] | None = None
+    card_number: Annotated[str, Field(pattern=r"^[A-Z]\d{8}$")] | None = None
+
+
+def _parse(model: type[M], body: bytes, *, empty_ok: bool = False) -> M:
+    if empty_ok and not body.strip():
+        body = b"{}"
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        where = "; ".join(".".join(str(p) for p in e["loc"]) + ": " + e["msg"] for e in exc.errors()[:5])
+        raise Problem(400, "invalid_request", where or "malformed body") from None
+
+
+def _refused(exc: Refused) -> Problem:
+    return Problem(STATUS.get(exc.reason, 422), exc.reason, exc.detail)
+
+
+def _throttled(exc: Throttled) -> Problem:
+    return Problem(429, "throttled", str(exc), headers={"Retry-After": str(exc.retry_after)})
+
+
+class StartAnswer(BaseModel):
+    login_id: str
+    challenge: str
+    expires_in: int
+
+
+@router.post("/logins", status_code=201)
+def start(terminal: AuthenticatedTerminal, runtime: RuntimeDep, body: RawBody) -> StartAnswer:
+    _parse(StartBody, body, empty_ok=True)
+    try:
+        pending = service.start_login(runtime, terminal)
+    except Throttled as exc:
+        raise _throttled(exc) from None
+    return StartAnswer(
+        login_id=pending.login_id, challenge=b64url(pending.challenge), expires_in=runtime.settings.challenge_ttl
+    )
+
+
+@router.post("/logins/{login_id}/complete")
+def complete(
+    login_id: str,
+    terminal: AuthenticatedTerminal,
+    runtime: RuntimeDep,
+    session: DbSession,
+    body: RawBody,
+    response: Response,
+) -> dict[str, object]:
+    started = time.perf_counter()
+    parsed = _parse(CompleteBody, body)
+    try:
+        evidence = CardEvidence(
+            ef05=b64url_decode(parsed.ef05),
+            ef06=b64url_decode(parsed.ef06),
+            response=b64url_decode(parsed.response),
+            certificate=b64url_decode(parsed.certificate) if parsed.certificate else None,
+        )
+    except ValueError:
+        raise Problem(400, "invalid_request", "a field is not valid base64url") from None
+    try:
+        result = service.complete_login(runtime, session, terminal, login_id, evidence)
+    except Refused as exc:
+        raise _refused(exc) from None
+    except Throttled as exc:
+        raise _throttled(exc) from None
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Server-Timing"] = f"login;dur={(time.perf_counter() - started) * 1000:.3f}"
+    return {
+        "token_type": "Bearer",
+        "access_token": result.tokens.access_token,
+        "id_token": result.tokens.id_token,
+        "expires_in": result.tokens.expires_in,
+        "acr": result.auth.acr,
+        "amr": result.auth.amr,
+        "identity": service.identity(result),
+    }
+
+
+@router.post("/logins/{login_id}/abort", status_code=204)
+def abort(login_id: str, terminal: AuthenticatedTerminal, runtime: RuntimeDep, body: RawBody) -> Response:
+    parsed = _parse(AbortBody, body)
+    try:
+        service.abort_login(
+            runtime,
+            terminal,
+            login_id,
+            reason=parsed.reason,
+            tries_left=parsed.tries_left,
+            card_number=parsed.card_number,
+        )
+    except Refused as exc:
+        raise _refused(exc) from None
+    return Response(status_code=204)

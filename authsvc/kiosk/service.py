@@ -1,0 +1,173 @@
+"""Kiosk login use cases: start (a challenge), complete (verify the card, issue tokens), abort (audit a failure)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy.orm import Session
+
+from authsvc.audit import service as audit
+from authsvc.kiosk import challenges, verification
+from authsvc.kiosk.challenges import PendingLogin
+from authsvc.kiosk.throttle import Throttle, Throttled
+from authsvc.kiosk.verification import CardEvidence, Refused
+from authsvc.registry import repository
+from authsvc.registry.masking import mask_card_number, mask_name, mask_ssn
+from authsvc.registry.models import Card, Terminal
+from authsvc.runtime import Runtime
+from authsvc.tokens import assurance, issuing
+from card import cryptogram
+from keys import card_master
+from keys.card_pki import CertificateInvalid
+
+EVENT = "kiosk_card_login"
+
+
+def throttle_for(runtime: Runtime) -> Throttle:
+    s = runtime.settings
+    return Throttle(runtime.store, s.throttle_window, s.throttle_card_failures, s.throttle_terminal_failures)
+
+
+def start_login(runtime: Runtime, terminal: Terminal) -> PendingLogin:
+    throttle_for(runtime).check_terminal(terminal.id)
+    return challenges.start(runtime.store, terminal.id, runtime.settings.challenge_ttl)
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    tokens: issuing.TokenSet
+    auth: issuing.Authentication
+    card: Card
+
+
+def _verify_cryptogram(
+    runtime: Runtime, session: Session, card: Card, evidence: CardEvidence, read: verification.ReadCard, message: bytes
+) -> None:
+    if card.generation == 3:
+        if not evidence.certificate:
+            raise Refused("certificate_invalid", "a 3rd-generation card login needs the card certificate")
+        try:
+            verified = runtime.card_trust.verify(evidence.certificate)
+        except CertificateInvalid as exc:
+            raise Refused("certificate_invalid", str(exc)) from None
+        fingerprint = hashlib.sha256(evidence.certificate).hexdigest()
+        if not (card.certificate_sha256 and hmac.compare_digest(fingerprint, card.certificate_sha256)) or (
+            verified.card_number != card.card_number or verified.identification_code != card.identification_code
+        ):
+            raise Refused("certificate_invalid", "the certificate is not the one issued for this card")
+        if not cryptogram.verify_message(verified.public_key, message, read.cryptogram):
+            raise Refused("cryptogram_invalid", "the card's signature does not verify")
+    else:
+        if not card.key_ref:
+            raise Refused("card_unknown", "no key is registered for this card")
+        algorithm, key = card_master.card_key(
+            session, runtime.sealer, kid=card.key_ref, identification_code=card.identification_code
+        )
+        if len(read.cryptogram) != cryptogram.MAC_LEN[algorithm] or not cryptogram.verify_symmetric_cryptogram(
+            key, algorithm, message, read.cryptogram
+        ):
+            raise Refused("cryptogram_invalid", "the card's cryptogram does not verify")
+
+
+def complete_login(
+    runtime: Runtime, session: Session, terminal: Terminal, login_id: str, evidence: CardEvidence
+) -> LoginResult:
+    throttle = throttle_for(runtime)
+    card_number: str | None = None
+    try:
+        throttle.check_terminal(terminal.id)
+        pending = challenges.take(runtime.store, login_id)
+        if pending is None or not hmac.compare_digest(pending.terminal_id, terminal.id):
+            raise Refused("login_unknown", "no such login is pending for this terminal (expired or already used)")
+        read = verification.decode(evidence)
+        card_number = read.identification.card_number
+        throttle.check_card(card_number)
+        card = repository.card_by_number(session, card_number)
+        if card is None:
+            raise Refused("card_unknown", "the card is not in the registry")
+        message = verification.message(evidence, read, challenge=pending.challenge, terminal_id=terminal.id)
+        _verify_cryptogram(runtime, session, card, evidence, read, message)
+        verification.check_registry(card, read, today=date.today())
+        if not read.pin_verified:
+            raise Refused("pin_not_verified", "a kiosk login needs the cardholder's PIN")
+    except Refused as exc:
+        throttle.failure(terminal_id=terminal.id, card_number=card_number)
+        audit.record(
+            runtime.sessions,
+            event=EVENT,
+            outcome="failure",
+            reason=exc.reason,
+            terminal_id=terminal.id,
+            card_number=card_number,
+        )
+        raise
+    except Throttled:
+        audit.record(
+            runtime.sessions,
+            event=EVENT,
+            outcome="failure",
+            reason="throttled",
+            terminal_id=terminal.id,
+            card_number=card_number,
+        )
+        raise
+    acr, amr = assurance.card_login(generation=card.generation, pin_verified=read.pin_verified)
+    auth = issuing.Authentication(subject=card.holder.subject, auth_time=int(time.time()), acr=acr, amr=amr)
+    s = runtime.settings
+    tokens = issuing.issue(
+        runtime.keyring,
+        issuer=s.issuer,
+        client_id=terminal.id,
+        audience=s.access_token_audience,
+        auth=auth,
+        id_ttl=s.id_token_ttl,
+        access_ttl=s.access_token_ttl,
+    )
+    audit.record(
+        runtime.sessions,
+        event=EVENT,
+        outcome="success",
+        terminal_id=terminal.id,
+        card_number=card_number,
+        subject=auth.subject,
+        detail={"acr": acr, "generation": card.generation},
+    )
+    return LoginResult(tokens, auth, card)
+
+
+def identity(result: LoginResult) -> dict[str, object]:
+    holder = result.card.holder
+    return {
+        "subject": result.auth.subject,
+        "name": mask_name(holder.name),
+        "ssn": mask_ssn(holder.ssn),
+        "card_number": mask_card_number(result.card.card_number),
+        "generation": result.card.generation,
+    }
+
+
+ABORT_REASONS = {"pin_wrong", "pin_blocked", "card_removed", "card_not_recognised", "cancelled"}
+
+
+def abort_login(
+    runtime: Runtime, terminal: Terminal, login_id: str, *, reason: str, tries_left: int | None, card_number: str | None
+) -> None:
+    pending = challenges.take(runtime.store, login_id)
+    if pending is None or not hmac.compare_digest(pending.terminal_id, terminal.id):
+        raise Refused("login_unknown", "no such login is pending for this terminal (expired or already used)")
+    if reason in ("pin_wrong", "pin_blocked"):
+        throttle_for(runtime).failure(terminal_id=terminal.id, card_number=card_number)
+    detail = {"tries_left": tries_left} if tries_left is not None else None
+    audit.record(
+        runtime.sessions,
+        event=EVENT,
+        outcome="failure",
+        reason=reason,
+        terminal_id=terminal.id,
+        card_number=card_number,
+        detail=detail,
+    )

@@ -1,0 +1,38 @@
+"""Short-lived shared state: challenges, nonces, failure counters.
+
+Every operation touches a single key, so the Redis implementation works on Redis Cluster unchanged. The
+in-process implementation serves the single-process embedded default only.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Store(Protocol):
+    def put(self, key: str, value: bytes, ttl: int) -> None:
+        """Set `key` to `value` for `ttl` seconds, replacing what was there."""
+
+    def add(self, key: str, value: bytes, ttl: int) -> bool:
+        """Set `key` only if absent; False if it was present (the single-use primitive)."""
+
+    def take(self, key: str) -> bytes | None:
+        """Atomically get and delete: of two concurrent takers only one receives the value."""
+
+    def count(self, key: str, ttl: int) -> int:
+        """Increment a counter; the window starts at the first increment and lasts `ttl` seconds."""
+
+    def read_count(self, key: str) -> tuple[int, int]:
+        """The counter's value and the seconds left in its window (0, 0 when absent)."""
+
+    def ping(self) -> bool: ...
+
+
+def open_store(url: str, prefix: str) -> Store:
+    if url.startswith("memory://"):
+        from authsvc.store.memory import MemoryStore
+
+        return MemoryStore(prefix)
+    from authsvc.store.redis import RedisStore
+
+    return RedisStore(url, prefix)

@@ -1,0 +1,1 @@
+"""Tokens: the assurance policy (acr, amr) and issuing ID and access tokens as JWTs."""

@@ -1,0 +1,5 @@
+import sys
+
+from card.cli import main
+
+sys.exit(main())

@@ -1,0 +1,50 @@
+"""2nd-generation issuer master keys: the server derives each card's key from these (docs/card-protocol.md)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+from sqlalchemy.orm import Session
+
+from authsvc.database import utcnow
+from card.cryptogram import SYMMETRIC_ALGORITHMS, diversify_key
+from keys import repository
+from keys.models import KeyRecord, KeyState, Purpose
+from keys.sealing import Sealer
+
+
+class MasterKeyMissing(Exception):
+    pass
+
+
+def ensure_master(session: Session, sealer: Sealer, algorithm: str) -> KeyRecord:
+    if algorithm not in SYMMETRIC_ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {', '.join(SYMMETRIC_ALGORITHMS)}")
+    record = repository.active(session, Purpose.CARD_MASTER, label=algorithm)
+    if record is not None:
+        return record
+    now = utcnow()
+    return repository.add(
+        session,
+        KeyRecord(
+            kid=f"mk-{algorithm}-{secrets.token_hex(4)}",
+            purpose=Purpose.CARD_MASTER,
+            algorithm=algorithm,
+            state=KeyState.ACTIVE,
+            label=algorithm,
+            public_pem=None,
+            certificate_pem=None,
+            sealed_secret=sealer.seal(os.urandom(16)),
+            created_at=now,
+            activated_at=now,
+        ),
+    )
+
+
+def card_key(session: Session, sealer: Sealer, *, kid: str, identification_code: str) -> tuple[str, bytes]:
+    """(algorithm, card key) for the card whose key was diversified from master key `kid`."""
+    record = repository.get(session, kid)
+    if record is None or record.purpose != Purpose.CARD_MASTER:
+        raise MasterKeyMissing(f"master key {kid} is not known")
+    return record.algorithm, diversify_key(sealer.open(record.sealed_secret), identification_code, record.algorithm)
