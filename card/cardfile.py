@@ -62,9 +62,7 @@ def _scrypt(salt: bytes) -> Scrypt:
 
 
 def _check_gen3(identification: CardIdentification, private_key: Any, certificate_der: Any) -> Gen3Secret:
-    if not isinstance(private_key, ec.EllipticCurvePrivateKey) or not isinstance(
-        private_key.curve, ec.SECP256R1
-    ):
+    if not isinstance(private_key, ec.EllipticCurvePrivateKey) or not isinstance(private_key.curve, ec.SECP256R1):
         raise CardFileError("a 3rd-generation card key is an EC P-256 private key")
     if not isinstance(certificate_der, bytes) or not 0 < len(certificate_der) <= MAX_CERTIFICATE_LEN:
         raise CardFileError(f"the certificate must be 1 to {MAX_CERTIFICATE_LEN} bytes of DER")

@@ -60,15 +60,21 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    login.add_argument("--service", metavar="URL", help="service base URL (default: kiosk.json's \"service\")")
+    login.add_argument("--service", metavar="URL", help='service base URL (default: kiosk.json\'s "service")')
     login.add_argument("--terminal", required=True, metavar="kiosk.json", help="this kiosk's identity file")
     login.add_argument("--reader", default=DEFAULT_READER, help=f'reader name (default "{DEFAULT_READER}")')
     login.add_argument("--pin", required=True, help='the PIN, or "-" to read it from the first line of stdin')
-    login.add_argument("--timeout", type=float, default=10.0, metavar="S",
-                       help="seconds to wait for a card and for each service request (default 10)")
+    login.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds to wait for a card and for each service request (default 10)",
+    )
 
-    sub.add_parser("readers", help="list the PC/SC readers", epilog=EPILOG,
-                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub.add_parser(
+        "readers", help="list the PC/SC readers", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     return parser
 
 
@@ -93,8 +99,12 @@ def _emulate(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     ident = cardfile.identification
-    print(f"sscard emulate: card {ident.card_number} (generation {cardfile.generation}, {cardfile.protocol}) "
-          f"in vpcd {args.host}:{args.port}", file=sys.stderr, flush=True)
+    print(
+        f"sscard emulate: card {ident.card_number} (generation {cardfile.generation}, {cardfile.protocol}) "
+        f"in vpcd {args.host}:{args.port}",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         # vpcd hangs up when pcscd restarts; a card left in the reader is simply seen again.
         while not stop.is_set():
@@ -146,9 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 for --help
         return int(exc.code or 0)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s"
+    )
     handlers = {"emulate": _emulate, "login": _login, "readers": _readers}
     return handlers[args.command](args)
-
-

@@ -188,6 +188,9 @@ class PcscLink:
         rc, response = scard.SCardTransmit(self._handle, self._pci, list(apdu))
         if rc != scard.SCARD_S_SUCCESS:
             raise _error(rc, self.reader_name, "transmit")
+        if len(response) < 2:
+            # What a card leaving during the exchange can also look like (seen with vpcd): no status word.
+            raise CardRemoved("card removed")
         return bytes(response)
 
     def close(self) -> None:

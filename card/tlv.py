@@ -133,9 +133,7 @@ def _iter_ber(data: bytes, depth: int) -> Iterator[BerTlv]:
             length = int.from_bytes(data[pos : pos + count], "big")
             pos += count
         if pos + length > len(data):
-            raise TLVError(
-                f"BER tag {tag:X} at offset {start}: {length} bytes announced, {len(data) - pos} left"
-            )
+            raise TLVError(f"BER tag {tag:X} at offset {start}: {length} bytes announced, {len(data) - pos} left")
         item = BerTlv(tag, data[pos : pos + length])
         pos += length
         if item.constructed:

@@ -124,6 +124,7 @@ def run_card(
 
 
 def _control(card: SoftCard, sock: socket.socket, code: int) -> None:
+    log.debug("vpcd control %02X", code)
     if code == CTRL_POWER_OFF:
         card.power_off()
     elif code == CTRL_POWER_ON:

@@ -41,10 +41,7 @@ class CertificateInvalid(Exception):
 
 
 def _name(common_name: str, org_unit: str | None = None) -> x509.Name:
-    attrs = [
-        x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Social Security Card"),
-    ]
+    attrs = [x509.NameAttribute(NameOID.COUNTRY_NAME, "CN")]
     if org_unit:
         attrs.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, org_unit))
     attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
@@ -134,7 +131,7 @@ def ensure_issuer(session: Session, sealer: Sealer, province: str) -> KeyRecord:
     now = utcnow()
     private = ec.generate_private_key(ec.SECP256R1())
     cert = _ca_certificate(
-        _name(f"SSCARD Issuer CA {province}", org_unit=province),
+        _name(f"SSCARD CA {province}", org_unit=province),
         _certificate(root).subject,
         private.public_key(),
         _private(sealer, root),
@@ -157,10 +154,9 @@ def issue_card_certificate(
 ) -> bytes:
     issuer = ensure_issuer(session, sealer, province)
     issuer_cert = _certificate(issuer)
+    # Names are kept short: the whole certificate must fit two READ BINARY commands (512 bytes).
     subject = x509.Name(
         [
-            x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Social Security Card"),
             x509.NameAttribute(NameOID.SERIAL_NUMBER, identification_code),
             x509.NameAttribute(NameOID.COMMON_NAME, card_number),
         ]

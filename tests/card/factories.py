@@ -7,17 +7,22 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 from datetime import date
+from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from card.cardfile import CardFile
 from card.cryptogram import diversify_key
 from card.records import CardIdentification, HolderData
 
+VECTORS = Path(__file__).with_name("vectors")
 PIN = "123456"
 MASTER_KEY = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
 IDENT_CODE = "110100D1560000050123456789ABCDEF"
@@ -92,8 +97,6 @@ def card_certificate(public_key: ec.EllipticCurvePublicKey, card_number: str = "
         .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
-    from cryptography.hazmat.primitives.serialization import Encoding
-
     return cert.public_bytes(Encoding.DER)
 
 
@@ -118,3 +121,7 @@ def gen2_card(algorithm: str = "3des", *, pin: str = PIN, protocol: str | None =
         gen2_algorithm=algorithm,
         gen2_key=diversify_key(MASTER_KEY, IDENT_CODE, algorithm),
     )
+
+
+def vectors(name: str) -> Any:
+    return json.loads((VECTORS / f"{name}.json").read_text(encoding="utf-8"))

@@ -16,9 +16,13 @@ from authsvc.runtime import Runtime
 
 @pytest.fixture
 def env(settings: Settings, monkeypatch: pytest.MonkeyPatch, runtime: Runtime) -> Runtime:
-    for name, value in {"SSCARD_HOME": str(settings.home), "SSCARD_DATABASE_URL": settings.database_url,
-                        "SSCARD_REDIS_URL": settings.redis_url, "SSCARD_REDIS_PREFIX": settings.redis_prefix,
-                        "SSCARD_KEK": settings.kek or ""}.items():
+    for name, value in {
+        "SSCARD_HOME": str(settings.home),
+        "SSCARD_DATABASE_URL": settings.database_url,
+        "SSCARD_REDIS_URL": settings.redis_url,
+        "SSCARD_REDIS_PREFIX": settings.redis_prefix,
+        "SSCARD_KEK": settings.kek or "",
+    }.items():
         monkeypatch.setenv(name, value)
     return runtime
 
@@ -33,8 +37,19 @@ def test_enrol_issue_and_report_lost(env: Runtime, tmp_path: Path, capsys: pytes
     code, out, _ = run(capsys, "cardholder", "add", "--ssn", "110105199003072813", "--name", "张伟")
     assert code == 0 and "110105********2813" in out and "110105199003072813" not in out
     card = tmp_path / "card.json"
-    code, out, _ = run(capsys, "card", "issue", "--ssn", "110105199003072813", "--generation", "3", "--pin", "123456",
-                       "--out", str(card))
+    code, out, _ = run(
+        capsys,
+        "card",
+        "issue",
+        "--ssn",
+        "110105199003072813",
+        "--generation",
+        "3",
+        "--pin",
+        "123456",
+        "--out",
+        str(card),
+    )
     assert code == 0 and card.exists()
     number = json.loads(card.read_text())["identification"]["card_number"]
     code, out, _ = run(capsys, "card", "set-status", number, "reported_lost")
@@ -46,7 +61,7 @@ def test_enrol_issue_and_report_lost(env: Runtime, tmp_path: Path, capsys: pytes
 
 
 def test_refusals_exit_1_with_a_one_line_reason(env: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(capsys, "cardholder", "add", "--ssn", "110105199003072812", "--name", "张伟")
+    code, _out, err = run(capsys, "cardholder", "add", "--ssn", "110105199003072812", "--name", "张伟")
     assert code == 1 and err.startswith("authsvc: social security number: check character") and err.count("\n") == 1
 
 
@@ -78,8 +93,9 @@ def test_bad_configuration_exits_2(monkeypatch: pytest.MonkeyPatch, capsys: pyte
     assert code == 2 and "SSCARD_ISSUER" in err
 
 
-def test_commands_insist_on_migrations(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_commands_insist_on_migrations(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("SSCARD_DATABASE_URL", f"sqlite:///{tmp_path / 'fresh.db'}")
     monkeypatch.setenv("SSCARD_HOME", str(tmp_path))
     code, _, err = run(capsys, "keys", "init")

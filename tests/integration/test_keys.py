@@ -12,7 +12,7 @@ from authsvc.database import unit_of_work, utcnow
 from authsvc.runtime import Runtime
 from keys import card_master, card_pki, repository, signing
 from keys.models import KeyRecord, KeyState, Purpose
-from keys.sealing import SealError, Sealer
+from keys.sealing import Sealer, SealError
 from keys.signing import Keyring, RotationRefused
 
 NO_WAIT = timedelta(0)
@@ -106,12 +106,18 @@ def test_issuer_ca_chains_to_the_root_and_card_certificates_verify(runtime: Runt
     key = ec.generate_private_key(ec.SECP256R1())
     with unit_of_work(runtime.sessions) as session:
         der = card_pki.issue_card_certificate(
-            session, runtime.sealer, province="110000", card_public_key=key.public_key(), card_number="A12345678",
-            identification_code="110105D1560000050123456789ABCDEF", not_before=date.today(),
+            session,
+            runtime.sealer,
+            province="110000",
+            card_public_key=key.public_key(),
+            card_number="A12345678",
+            identification_code="110105D1560000050123456789ABCDEF",
+            not_before=date.today(),
             not_after=date.today() + timedelta(days=3650),
         )
         issuers = repository.by_purpose(session, Purpose.ISSUER_CA)
         assert [r.label for r in issuers] == ["110000"] and issuers[0].state == KeyState.ACTIVE
+    assert len(der) <= 512  # two READ BINARY commands (docs/card-protocol.md)
     verified = runtime.card_trust.verify(der)
     assert (verified.card_number, verified.identification_code) == ("A12345678", "110105D1560000050123456789ABCDEF")
     cert = x509.load_der_x509_certificate(der)

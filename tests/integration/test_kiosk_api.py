@@ -52,8 +52,9 @@ def _events(runtime: Runtime) -> list[AuditEvent]:
 
 
 @pytest.mark.parametrize(("generation", "algorithm"), CARDS)
-def test_card_and_pin_log_in_and_tokens_verify(kiosk: Kiosk, client: TestClient, runtime: Runtime, tmp_path: Path,
-                                               generation: int, algorithm: str) -> None:
+def test_card_and_pin_log_in_and_tokens_verify(
+    kiosk: Kiosk, client: TestClient, runtime: Runtime, tmp_path: Path, generation: int, algorithm: str
+) -> None:
     card = issue(runtime, tmp_path, generation=generation, algorithm=algorithm)
     _, _, answer = _login(kiosk, card.path)
     assert answer.status_code == 200, answer.text
@@ -67,15 +68,17 @@ def test_card_and_pin_log_in_and_tokens_verify(kiosk: Kiosk, client: TestClient,
     jwks = client.get("/jwks.json").json()
     keys = {k["kid"]: jwt.PyJWK(k) for k in jwks["keys"]}
     header = jwt.get_unverified_header(doc["id_token"])
-    claims = jwt.decode(doc["id_token"], keys[header["kid"]].key, algorithms=["ES256"], audience="kiosk-1",
-                        issuer="http://testserver")
+    claims = jwt.decode(
+        doc["id_token"], keys[header["kid"]].key, algorithms=["ES256"], audience="kiosk-1", issuer="http://testserver"
+    )
     assert claims["sub"] == doc["identity"]["subject"] and len(claims["sub"]) == 32
     assert claims["acr"] == acr and claims["amr"] == amr and claims["exp"] - claims["iat"] == 300
     assert abs(claims["auth_time"] - time.time()) < 60
     access_header = jwt.get_unverified_header(doc["access_token"])
     assert access_header["typ"] == "at+jwt"
-    access = jwt.decode(doc["access_token"], keys[access_header["kid"]].key, algorithms=["ES256"],
-                        audience="sscard-api")
+    access = jwt.decode(
+        doc["access_token"], keys[access_header["kid"]].key, algorithms=["ES256"], audience="sscard-api"
+    )
     assert access["client_id"] == "kiosk-1" and access["sub"] == claims["sub"]
 
     events = _events(runtime)
@@ -105,15 +108,17 @@ def test_replayed_card_response_is_refused(kiosk: Kiosk, runtime: Runtime, tmp_p
     _problem(kiosk.complete(fresh_id, body), 422, "cryptogram_invalid")
 
 
-def test_a_response_made_for_another_kiosk_is_refused(client: TestClient, kiosk: Kiosk, runtime: Runtime,
-                                                      tmp_path: Path) -> None:
+def test_a_response_made_for_another_kiosk_is_refused(
+    client: TestClient, kiosk: Kiosk, runtime: Runtime, tmp_path: Path
+) -> None:
     card = issue(runtime, tmp_path, generation=3)
     _, _, answer = _login(kiosk, card.path, terminal_for_card="kiosk-2")
     _problem(answer, 422, "cryptogram_invalid")
 
 
-def test_another_kiosks_login_cannot_be_completed(client: TestClient, kiosk: Kiosk, runtime: Runtime,
-                                                  tmp_path: Path) -> None:
+def test_another_kiosks_login_cannot_be_completed(
+    client: TestClient, kiosk: Kiosk, runtime: Runtime, tmp_path: Path
+) -> None:
     other = Kiosk(client, add_kiosk(runtime, tmp_path, "kiosk-2"))
     card = issue(runtime, tmp_path, generation=2)
     login_id, challenge = kiosk.start()
@@ -122,8 +127,9 @@ def test_another_kiosks_login_cannot_be_completed(client: TestClient, kiosk: Kio
 
 
 @pytest.mark.parametrize("generation", [3, 2])
-def test_altered_holder_data_breaks_the_cryptogram(kiosk: Kiosk, runtime: Runtime, tmp_path: Path,
-                                                   generation: int) -> None:
+def test_altered_holder_data_breaks_the_cryptogram(
+    kiosk: Kiosk, runtime: Runtime, tmp_path: Path, generation: int
+) -> None:
     card = issue(runtime, tmp_path, generation=generation)
     login_id, challenge = kiosk.start()
     body = evidence(open_card(card.path), challenge, kiosk.terminal_id, PIN)
@@ -134,8 +140,9 @@ def test_altered_holder_data_breaks_the_cryptogram(kiosk: Kiosk, runtime: Runtim
 
 
 @pytest.mark.parametrize("generation", [3, 2])
-def test_flipped_pin_flag_breaks_the_cryptogram(kiosk: Kiosk, runtime: Runtime, tmp_path: Path,
-                                                generation: int) -> None:
+def test_flipped_pin_flag_breaks_the_cryptogram(
+    kiosk: Kiosk, runtime: Runtime, tmp_path: Path, generation: int
+) -> None:
     card = issue(runtime, tmp_path, generation=generation)
     login_id, challenge = kiosk.start()
     body = evidence(open_card(card.path), challenge, kiosk.terminal_id, None)
@@ -169,8 +176,9 @@ def test_a_genuine_certificate_of_another_card_is_refused(kiosk: Kiosk, runtime:
     _problem(kiosk.complete(login_id, body), 422, "certificate_invalid")
 
 
-def test_a_certificate_from_a_foreign_ca_is_refused(kiosk: Kiosk, runtime: Runtime, tmp_path: Path,
-                                                    settings_factory, kek: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_certificate_from_a_foreign_ca_is_refused(
+    kiosk: Kiosk, runtime: Runtime, tmp_path: Path, settings_factory, kek: str
+) -> None:  # type: ignore[no-untyped-def]
     card = issue(runtime, tmp_path, generation=3)
     login_id, challenge = kiosk.start()
     body = evidence(open_card(card.path), challenge, kiosk.terminal_id, PIN)
@@ -179,9 +187,15 @@ def test_a_certificate_from_a_foreign_ca_is_refused(kiosk: Kiosk, runtime: Runti
     from cryptography.hazmat.primitives.asymmetric import ec
 
     rogue = ec.generate_private_key(ec.SECP256R1())
-    forged = (x509.CertificateBuilder().subject_name(cert.subject).issuer_name(cert.issuer)
-              .public_key(cert.public_key()).serial_number(cert.serial_number)
-              .not_valid_before(cert.not_valid_before_utc).not_valid_after(cert.not_valid_after_utc))
+    forged = (
+        x509.CertificateBuilder()
+        .subject_name(cert.subject)
+        .issuer_name(cert.issuer)
+        .public_key(cert.public_key())
+        .serial_number(cert.serial_number)
+        .not_valid_before(cert.not_valid_before_utc)
+        .not_valid_after(cert.not_valid_after_utc)
+    )
     for ext in cert.extensions:
         forged = forged.add_extension(ext.value, ext.critical)
     body["certificate"] = b64url(forged.sign(rogue, hashes.SHA256()).public_bytes(serialization.Encoding.DER))
@@ -191,8 +205,9 @@ def test_a_certificate_from_a_foreign_ca_is_refused(kiosk: Kiosk, runtime: Runti
 @pytest.mark.parametrize(
     ("status", "reason"), [("reported_lost", "card_lost"), ("frozen", "card_frozen"), ("cancelled", "card_cancelled")]
 )
-def test_a_card_that_is_not_active_is_refused(kiosk: Kiosk, runtime: Runtime, tmp_path: Path, status: str,
-                                              reason: str) -> None:
+def test_a_card_that_is_not_active_is_refused(
+    kiosk: Kiosk, runtime: Runtime, tmp_path: Path, status: str, reason: str
+) -> None:
     card = issue(runtime, tmp_path, generation=2)
     with unit_of_work(runtime.sessions) as session:
         registry.set_card_status(session, card.card_number, status)
@@ -289,12 +304,18 @@ def test_a_request_outside_the_time_window_is_refused(kiosk: Kiosk, skew: int) -
 
 @pytest.mark.parametrize(
     "raw",
-    [b"not json", b"[]", b'{"ef05": "AA"}', b'{"ef05":"A+/=","ef06":"AA","response":"AAAA"}',
-     b'{"ef05":"AA","ef06":"AA","response":"AAAA","extra":1}', json.dumps({"ef05": "A" * 5000, "ef06": "AA",
-                                                                            "response": "AAAA"}).encode()],
+    [
+        b"not json",
+        b"[]",
+        b'{"ef05": "AA"}',
+        b'{"ef05":"A+/=","ef06":"AA","response":"AAAA"}',
+        b'{"ef05":"AA","ef06":"AA","response":"AAAA","extra":1}',
+        json.dumps({"ef05": "A" * 5000, "ef06": "AA", "response": "AAAA"}).encode(),
+    ],
 )
-def test_malformed_completion_is_a_400_and_keeps_the_login(kiosk: Kiosk, runtime: Runtime, tmp_path: Path,
-                                                           raw: bytes) -> None:
+def test_malformed_completion_is_a_400_and_keeps_the_login(
+    kiosk: Kiosk, runtime: Runtime, tmp_path: Path, raw: bytes
+) -> None:
     card = issue(runtime, tmp_path, generation=2)
     login_id, challenge = kiosk.start()
     _problem(kiosk.post(f"/v1/kiosk/logins/{login_id}/complete", raw=raw), 400, "invalid_request")
@@ -316,8 +337,9 @@ def test_unknown_routes_and_methods_are_problems(client: TestClient) -> None:
 # -- throttling and abort -----------------------------------------------------------------------------------
 
 
-def test_repeated_failures_for_a_card_are_throttled(client: TestClient, runtime: Runtime, tmp_path: Path,
-                                                    settings_factory) -> None:  # type: ignore[no-untyped-def]
+def test_repeated_failures_for_a_card_are_throttled(
+    client: TestClient, runtime: Runtime, tmp_path: Path, settings_factory
+) -> None:  # type: ignore[no-untyped-def]
     card = issue(runtime, tmp_path, generation=2)
     kiosks = [Kiosk(client, add_kiosk(runtime, tmp_path, f"kiosk-{i}")) for i in range(2)]
     limit = runtime.settings.throttle_card_failures
@@ -333,20 +355,22 @@ def test_repeated_failures_for_a_card_are_throttled(client: TestClient, runtime:
 def test_abort_spends_the_login_and_is_audited(kiosk: Kiosk, runtime: Runtime, tmp_path: Path) -> None:
     card = issue(runtime, tmp_path, generation=3)
     login_id, challenge = kiosk.start()
-    answer = kiosk.post(f"/v1/kiosk/logins/{login_id}/abort",
-                        {"reason": "pin_wrong", "tries_left": 2, "card_number": card.card_number})
+    answer = kiosk.post(
+        f"/v1/kiosk/logins/{login_id}/abort", {"reason": "pin_wrong", "tries_left": 2, "card_number": card.card_number}
+    )
     assert answer.status_code == 204
     body = evidence(open_card(card.path), challenge, kiosk.terminal_id, PIN)
     _problem(kiosk.complete(login_id, body), 404, "login_unknown")
     events = _events(runtime)
-    assert [(e.reason, e.detail) for e in events][0] == ("pin_wrong", {"tries_left": 2})
+    assert next((e.reason, e.detail) for e in events) == ("pin_wrong", {"tries_left": 2})
     assert events[0].card is not None and card.card_number not in events[0].card
     _problem(kiosk.post(f"/v1/kiosk/logins/{login_id}/abort", {"reason": "cancelled"}), 404, "login_unknown")
     _problem(kiosk.post(f"/v1/kiosk/logins/{login_id}/abort", {"reason": "bored"}), 400, "invalid_request")
 
 
-def test_audit_and_logs_never_hold_full_identifiers(kiosk: Kiosk, runtime: Runtime, tmp_path: Path,
-                                                    caplog: pytest.LogCaptureFixture) -> None:
+def test_audit_and_logs_never_hold_full_identifiers(
+    kiosk: Kiosk, runtime: Runtime, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level("DEBUG")
     card = issue(runtime, tmp_path, generation=3)
     _login(kiosk, card.path)

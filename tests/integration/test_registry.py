@@ -81,8 +81,9 @@ def test_csv_without_header_is_refused_whole(runtime: Runtime) -> None:
 
 
 @pytest.mark.parametrize(("generation", "algorithm"), [(3, "3des"), (2, "3des"), (2, "sm4")])
-def test_issue_card_writes_a_private_card_file_bound_in_the_registry(runtime: Runtime, tmp_path: Path,
-                                                                     generation: int, algorithm: str) -> None:
+def test_issue_card_writes_a_private_card_file_bound_in_the_registry(
+    runtime: Runtime, tmp_path: Path, generation: int, algorithm: str
+) -> None:
     issued = issue(runtime, tmp_path, generation=generation, algorithm=algorithm)
     assert stat.S_IMODE(issued.path.stat().st_mode) == 0o600
     cardfile = CardFile.load(issued.path)
@@ -102,8 +103,9 @@ def test_issue_card_writes_a_private_card_file_bound_in_the_registry(runtime: Ru
             assert card.key_ref and card.key_ref.startswith(f"mk-{algorithm}-") and card.certificate_sha256 is None
 
 
-def test_a_holder_gets_a_second_card_only_after_the_first_is_lost_or_cancelled(runtime: Runtime,
-                                                                               tmp_path: Path) -> None:
+def test_a_holder_gets_a_second_card_only_after_the_first_is_lost_or_cancelled(
+    runtime: Runtime, tmp_path: Path
+) -> None:
     first = issue(runtime, tmp_path, generation=3)
     with pytest.raises(RegistryError, match="already has card"):
         issue(runtime, tmp_path / "x", generation=3)
@@ -116,8 +118,13 @@ def test_a_holder_gets_a_second_card_only_after_the_first_is_lost_or_cancelled(r
 
 @pytest.mark.parametrize(
     ("kwargs", "reason"),
-    [({"ssn": "440305197806230078"}, "not_found"), ({"pin": "12a456"}, "invalid_pin"), ({"pin": "123"}, "invalid_pin"),
-     ({"generation": 4}, "invalid_generation"), ({"ssn": "1"}, "invalid_ssn")],
+    [
+        ({"ssn": "440305197806230078"}, "not_found"),
+        ({"pin": "12a456"}, "invalid_pin"),
+        ({"pin": "123"}, "invalid_pin"),
+        ({"generation": 4}, "invalid_generation"),
+        ({"ssn": "1"}, "invalid_ssn"),
+    ],
 )
 def test_bad_issue_requests_are_refused(runtime: Runtime, tmp_path: Path, kwargs: dict, reason: str) -> None:
     with unit_of_work(runtime.sessions) as session:
@@ -131,8 +138,13 @@ def test_bad_issue_requests_are_refused(runtime: Runtime, tmp_path: Path, kwargs
 
 @pytest.mark.parametrize(
     ("path", "ok"),
-    [(["frozen", "active"], True), (["reported_lost", "active"], False), (["cancelled", "frozen"], False),
-     (["reported_lost", "cancelled"], True), (["lost"], False)],
+    [
+        (["frozen", "active"], True),
+        (["reported_lost", "active"], False),
+        (["cancelled", "frozen"], False),
+        (["reported_lost", "cancelled"], True),
+        (["lost"], False),
+    ],
 )
 def test_card_status_transitions(runtime: Runtime, tmp_path: Path, path: list[str], ok: bool) -> None:
     issued = issue(runtime, tmp_path, generation=2)

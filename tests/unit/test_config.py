@@ -42,5 +42,7 @@ def test_each_bad_value_is_named(monkeypatch: pytest.MonkeyPatch, variable: str,
 def test_all_bad_values_are_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SSCARD_ISSUER", "nope")
     monkeypatch.setenv("SSCARD_REDIS_URL", "nope://")
-    text = str(pytest.raises(ConfigError, load_settings).value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    text = str(caught.value)
     assert "SSCARD_ISSUER" in text and "SSCARD_REDIS_URL" in text

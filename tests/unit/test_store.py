@@ -44,7 +44,7 @@ def test_concurrent_takers_get_the_value_exactly_once(store: Store) -> None:
         got: list[bytes | None] = []
         barrier = threading.Barrier(8)
 
-        def taker(key: str = f"c{round_}") -> None:
+        def taker(key: str = f"c{round_}", barrier: threading.Barrier = barrier, got: list = got) -> None:
             barrier.wait()
             got.append(store.take(key))
 
@@ -53,7 +53,7 @@ def test_concurrent_takers_get_the_value_exactly_once(store: Store) -> None:
             t.start()
         for t in threads:
             t.join()
-        assert sorted(got, key=lambda v: v is None) [0] == b"v"
+        assert b"v" in got
         assert sum(v is not None for v in got) == 1
 
 
