@@ -39,9 +39,18 @@ def _say(text: str) -> None:
     print(f"\033[1m==> {text}\033[0m" if sys.stdout.isatty() else f"==> {text}", flush=True)
 
 
+def _pcscd_alive() -> bool:
+    try:
+        os.kill(int(PCSCD_SOCKET.with_name("pcscd.pid").read_text().strip("\x00\n ")), 0)  # pcscd writes a NUL
+    except (OSError, ValueError):
+        return False
+    return PCSCD_SOCKET.exists()
+
+
 def ensure_pcscd() -> None:
-    if PCSCD_SOCKET.exists():
+    if _pcscd_alive():
         return
+    PCSCD_SOCKET.unlink(missing_ok=True)  # left by a pcscd that died
     binary = shutil.which("pcscd") or ("/usr/sbin/pcscd" if Path("/usr/sbin/pcscd").exists() else None)
     if binary is None:
         raise CommandError("pcscd is not installed: run `./dev demo`, which installs pcscd and vpcd")

@@ -201,10 +201,12 @@ def _started(answer: dict[str, Any]) -> tuple[str, bytes]:
     return login_id, raw
 
 
-def _abort(client: httpx.Client, path: str, reason: str, tries_left: int | None) -> None:
+def _abort(client: httpx.Client, path: str, reason: str, tries_left: int | None, card_number: str | None) -> None:
     payload: dict[str, Any] = {"reason": reason}
     if tries_left is not None:
         payload["tries_left"] = tries_left
+    if card_number is not None:  # lets the service throttle and audit failures per card
+        payload["card_number"] = card_number
     # Best effort: the failure the citizen sees is the card's, not this one.
     with contextlib.suppress(LoginFailed):
         _post(client, path, payload)
@@ -213,9 +215,12 @@ def _abort(client: httpx.Client, path: str, reason: str, tries_left: int | None)
 # -- the login -------------------------------------------------------------------------------------------
 
 
-def _card_side(session: CardSession, kiosk: KioskConfig, challenge: bytes, pin: str) -> dict[str, str]:
+def _card_side(
+    session: CardSession, kiosk: KioskConfig, challenge: bytes, pin: str, seen: dict[str, str]
+) -> dict[str, str]:
     session.select()
     ef05, identification = session.read_identification()
+    seen["card_number"] = identification.card_number
     ef06, _ = session.read_holder()
     session.verify_pin(pin)
     response = session.internal_authenticate(challenge, kiosk_context(kiosk.terminal_id))
@@ -272,14 +277,15 @@ def login(
     with card_reader, kiosk_client(service_url, kiosk, timeout=timeout, transport=transport) as client:
         login_id, challenge = _started(_post(client, "/v1/kiosk/logins", {}))
         base = f"/v1/kiosk/logins/{login_id}"
+        seen: dict[str, str] = {}
         try:
-            body = _card_side(CardSession(card_reader), kiosk, challenge, pin)
+            body = _card_side(CardSession(card_reader), kiosk, challenge, pin, seen)
         except (CardStatusError, pcsc.ReaderError) as exc:
             abort_reason, failure = _classify(exc)
-            _abort(client, f"{base}/abort", abort_reason, failure.tries_left)
+            _abort(client, f"{base}/abort", abort_reason, failure.tries_left, seen.get("card_number"))
             raise failure from exc
         except KeyboardInterrupt:
-            _abort(client, f"{base}/abort", "cancelled", None)
+            _abort(client, f"{base}/abort", "cancelled", None, seen.get("card_number"))
             raise
         answer = _post(client, f"{base}/complete", body)
     return {**answer, "apdus": card_reader.apdu_count}

@@ -105,7 +105,7 @@ def test_wrong_pin_is_aborted_with_the_tries_left(
     error = fail(kiosk, service, fresh(cards["gen2-3des"]), pin="0000")
     assert (error.reason, error.message, error.exit_code) == ("pin_wrong", "wrong PIN, 2 tries left", k.EXIT_CARD)
     assert error.tries_left == 2
-    assert service.requests[-1] == ("abort", {"reason": "pin_wrong", "tries_left": 2})
+    assert service.requests[-1] == ("abort", {"reason": "pin_wrong", "tries_left": 2, "card_number": "A00000001"})
 
 
 def test_blocked_pin_is_aborted(kiosk: k.KioskConfig, service: FakeService, cards: dict[str, CardFile]) -> None:
@@ -114,14 +114,14 @@ def test_blocked_pin_is_aborted(kiosk: k.KioskConfig, service: FakeService, card
     blocked = dataclasses.replace(cards["gen3"], tries_left=0)
     error = fail(kiosk, service, DirectLink(SoftCard(blocked)))
     assert (error.reason, error.message, error.exit_code) == ("pin_blocked", "PIN blocked", k.EXIT_CARD)
-    assert service.requests[-1] == ("abort", {"reason": "pin_blocked"})
+    assert service.requests[-1] == ("abort", {"reason": "pin_blocked", "card_number": "A00000001"})
 
 
 def test_card_removed_is_aborted(kiosk: k.KioskConfig, service: FakeService, cards: dict[str, CardFile]) -> None:
     link = DirectLink(SoftCard(cards["gen3"]), pull_after=4)
     error = fail(kiosk, service, link)
     assert (error.reason, error.message, error.exit_code) == ("card_removed", "card removed", k.EXIT_READER)
-    assert service.requests[-1] == ("abort", {"reason": "card_removed"})
+    assert service.requests[-1] == ("abort", {"reason": "card_removed", "card_number": "A00000001"})
 
 
 def test_a_foreign_card_is_aborted_as_not_recognised(kiosk: k.KioskConfig, service: FakeService) -> None:

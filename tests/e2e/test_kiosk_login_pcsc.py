@@ -103,6 +103,9 @@ def test_wrong_pin_says_how_many_tries_are_left_and_blocks_at_the_third(
             kiosk_client.login(live_server.url, kiosk, pcscd, PIN)
         assert failed.value.reason == "pin_blocked"
     assert _reasons(live_server) == [("failure", "pin_wrong")] * 2 + [("failure", "pin_blocked")] * 2
+    with unit_of_work(live_server.runtime.sessions) as session:
+        masked = {e.card for e in session.scalars(select(AuditEvent))}
+    assert masked == {card.card_number[:2] + "****" + card.card_number[-3:]}  # the kiosk named the card
 
 
 def test_a_correct_pin_resets_the_counter(
