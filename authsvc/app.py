@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from authsvc import problems
 from authsvc.config import Settings
@@ -14,6 +18,28 @@ from authsvc.oidc.discovery import router as oidc_router
 from authsvc.runtime import Runtime
 
 
+class ServerTiming:
+    """Adds `Server-Timing: app;dur=<ms>`: the service's own time for a request, commit included (RFC-less but
+    understood by browsers; the benchmark reads it)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def timed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                elapsed = (time.perf_counter() - started) * 1000
+                MutableHeaders(scope=message).append("Server-Timing", f"app;dur={elapsed:.3f}")
+            await send(message)
+
+        await self.app(scope, receive, timed)
+
+
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
     if runtime is None:
         assert settings is not None
@@ -21,6 +47,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app = FastAPI(title="sscard authentication service", version="0.1.0", docs_url=None, redoc_url=None)
     app.state.runtime = runtime
     problems.install(app)
+    app.add_middleware(ServerTiming)
     app.include_router(oidc_router)
     app.include_router(kiosk_router)
 

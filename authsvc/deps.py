@@ -24,7 +24,9 @@ def get_session(runtime: RuntimeDep) -> Iterator[Session]:
         yield session
 
 
-DbSession = Annotated[Session, Depends(get_session)]
+# scope="function": the commit happens before the response is sent, so a failed commit is a 500, never a
+# success the database does not hold.
+DbSession = Annotated[Session, Depends(get_session, scope="function")]
 
 
 async def get_body(request: Request) -> bytes:

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from authsvc.config import Settings
 from authsvc.database import make_engine, make_session_factory
 from authsvc.store import Store, open_store
+from keys.card_master import MasterKeys
 from keys.card_pki import CardTrust
 from keys.sealing import Sealer
 from keys.signing import Keyring
@@ -43,6 +44,10 @@ class Runtime:
     @cached_property
     def keyring(self) -> Keyring:
         return Keyring(self.sessions, self.sealer, cache_seconds=self.settings.key_cache_seconds)
+
+    @cached_property
+    def master_keys(self) -> MasterKeys:
+        return MasterKeys(self.sealer)
 
     @cached_property
     def card_trust(self) -> CardTrust:

@@ -42,9 +42,20 @@ def ensure_master(session: Session, sealer: Sealer, algorithm: str) -> KeyRecord
     )
 
 
-def card_key(session: Session, sealer: Sealer, *, kid: str, identification_code: str) -> tuple[str, bytes]:
-    """(algorithm, card key) for the card whose key was diversified from master key `kid`."""
-    record = repository.get(session, kid)
-    if record is None or record.purpose != Purpose.CARD_MASTER:
-        raise MasterKeyMissing(f"master key {kid} is not known")
-    return record.algorithm, diversify_key(sealer.open(record.sealed_secret), identification_code, record.algorithm)
+class MasterKeys:
+    """Derives card keys. A master key never changes under its kid, so each worker opens it once."""
+
+    def __init__(self, sealer: Sealer) -> None:
+        self._sealer = sealer
+        self._opened: dict[str, tuple[str, bytes]] = {}
+
+    def card_key(self, session: Session, *, kid: str, identification_code: str) -> tuple[str, bytes]:
+        """(algorithm, card key) for the card whose key was diversified from master key `kid`."""
+        opened = self._opened.get(kid)
+        if opened is None:
+            record = repository.get(session, kid)
+            if record is None or record.purpose != Purpose.CARD_MASTER:
+                raise MasterKeyMissing(f"master key {kid} is not known")
+            opened = self._opened[kid] = (record.algorithm, self._sealer.open(record.sealed_secret))
+        algorithm, master = opened
+        return algorithm, diversify_key(master, identification_code, algorithm)

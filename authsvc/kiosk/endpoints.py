@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Literal, TypeVar
 
 from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from authsvc import problems
 from authsvc.deps import DbSession, RawBody, RuntimeDep
 from authsvc.kiosk import service
 from authsvc.kiosk.signature import AuthenticatedTerminal
@@ -82,7 +83,25 @@ def start(terminal: AuthenticatedTerminal, runtime: RuntimeDep, body: RawBody) -
     )
 
 
-@router.post("/logins/{login_id}/complete")
+class Identity(BaseModel):
+    subject: str
+    name: str
+    ssn: str
+    card_number: str
+    generation: int
+
+
+class LoginAnswer(BaseModel):
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - the OAuth token type, not a secret
+    access_token: str
+    id_token: str
+    expires_in: int
+    acr: str
+    amr: list[str]
+    identity: Identity
+
+
+@router.post("/logins/{login_id}/complete", response_model=LoginAnswer)
 def complete(
     login_id: str,
     terminal: AuthenticatedTerminal,
@@ -90,8 +109,7 @@ def complete(
     session: DbSession,
     body: RawBody,
     response: Response,
-) -> dict[str, object]:
-    started = time.perf_counter()
+) -> LoginAnswer | JSONResponse:
     parsed = _parse(CompleteBody, body)
     try:
         evidence = CardEvidence(
@@ -102,31 +120,33 @@ def complete(
         )
     except ValueError:
         raise Problem(400, "invalid_request", "a field is not valid base64url") from None
+    # Refusals are returned, not raised, so that the unit of work commits their audit events.
     try:
         result = service.complete_login(runtime, session, terminal, login_id, evidence)
     except Refused as exc:
-        raise _refused(exc) from None
+        return problems.response(_refused(exc))
     except Throttled as exc:
-        raise _throttled(exc) from None
+        return problems.response(_throttled(exc))
     response.headers["Cache-Control"] = "no-store"
-    response.headers["Server-Timing"] = f"login;dur={(time.perf_counter() - started) * 1000:.3f}"
-    return {
-        "token_type": "Bearer",
-        "access_token": result.tokens.access_token,
-        "id_token": result.tokens.id_token,
-        "expires_in": result.tokens.expires_in,
-        "acr": result.auth.acr,
-        "amr": result.auth.amr,
-        "identity": service.identity(result),
-    }
+    return LoginAnswer(
+        access_token=result.tokens.access_token,
+        id_token=result.tokens.id_token,
+        expires_in=result.tokens.expires_in,
+        acr=result.auth.acr,
+        amr=result.auth.amr,
+        identity=Identity(**service.identity(result)),
+    )
 
 
 @router.post("/logins/{login_id}/abort", status_code=204)
-def abort(login_id: str, terminal: AuthenticatedTerminal, runtime: RuntimeDep, body: RawBody) -> Response:
+def abort(
+    login_id: str, terminal: AuthenticatedTerminal, runtime: RuntimeDep, session: DbSession, body: RawBody
+) -> Response:
     parsed = _parse(AbortBody, body)
     try:
         service.abort_login(
             runtime,
+            session,
             terminal,
             login_id,
             reason=parsed.reason,
@@ -134,5 +154,5 @@ def abort(login_id: str, terminal: AuthenticatedTerminal, runtime: RuntimeDep, b
             card_number=parsed.card_number,
         )
     except Refused as exc:
-        raise _refused(exc) from None
+        return problems.response(_refused(exc))
     return Response(status_code=204)

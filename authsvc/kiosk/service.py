@@ -7,6 +7,7 @@ import hmac
 import time
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -21,7 +22,6 @@ from authsvc.registry.models import Card, Terminal
 from authsvc.runtime import Runtime
 from authsvc.tokens import assurance, issuing
 from card import cryptogram
-from keys import card_master
 from keys.card_pki import CertificateInvalid
 
 EVENT = "kiosk_card_login"
@@ -64,8 +64,8 @@ def _verify_cryptogram(
     else:
         if not card.key_ref:
             raise Refused("card_unknown", "no key is registered for this card")
-        algorithm, key = card_master.card_key(
-            session, runtime.sealer, kid=card.key_ref, identification_code=card.identification_code
+        algorithm, key = runtime.master_keys.card_key(
+            session, kid=card.key_ref, identification_code=card.identification_code
         )
         if len(read.cryptogram) != cryptogram.MAC_LEN[algorithm] or not cryptogram.verify_symmetric_cryptogram(
             key, algorithm, message, read.cryptogram
@@ -79,7 +79,8 @@ def complete_login(
     throttle = throttle_for(runtime)
     card_number: str | None = None
     try:
-        throttle.check_terminal(terminal.id)
+        # The kiosk's own throttle is applied when it asks for a challenge (start_login): a throttled kiosk gets
+        # none, so checking it again here would only cost a round trip.
         pending = challenges.take(runtime.store, login_id)
         if pending is None or not hmac.compare_digest(pending.terminal_id, terminal.id):
             raise Refused("login_unknown", "no such login is pending for this terminal (expired or already used)")
@@ -97,7 +98,7 @@ def complete_login(
     except Refused as exc:
         throttle.failure(terminal_id=terminal.id, card_number=card_number)
         audit.record(
-            runtime.sessions,
+            session,
             event=EVENT,
             outcome="failure",
             reason=exc.reason,
@@ -107,7 +108,7 @@ def complete_login(
         raise
     except Throttled:
         audit.record(
-            runtime.sessions,
+            session,
             event=EVENT,
             outcome="failure",
             reason="throttled",
@@ -128,7 +129,7 @@ def complete_login(
         access_ttl=s.access_token_ttl,
     )
     audit.record(
-        runtime.sessions,
+        session,
         event=EVENT,
         outcome="success",
         terminal_id=terminal.id,
@@ -139,7 +140,7 @@ def complete_login(
     return LoginResult(tokens, auth, card)
 
 
-def identity(result: LoginResult) -> dict[str, object]:
+def identity(result: LoginResult) -> dict[str, Any]:
     holder = result.card.holder
     return {
         "subject": result.auth.subject,
@@ -154,7 +155,14 @@ ABORT_REASONS = {"pin_wrong", "pin_blocked", "card_removed", "card_not_recognise
 
 
 def abort_login(
-    runtime: Runtime, terminal: Terminal, login_id: str, *, reason: str, tries_left: int | None, card_number: str | None
+    runtime: Runtime,
+    session: Session,
+    terminal: Terminal,
+    login_id: str,
+    *,
+    reason: str,
+    tries_left: int | None,
+    card_number: str | None,
 ) -> None:
     pending = challenges.take(runtime.store, login_id)
     if pending is None or not hmac.compare_digest(pending.terminal_id, terminal.id):
@@ -163,7 +171,7 @@ def abort_login(
         throttle_for(runtime).failure(terminal_id=terminal.id, card_number=card_number)
     detail = {"tries_left": tries_left} if tries_left is not None else None
     audit.record(
-        runtime.sessions,
+        session,
         event=EVENT,
         outcome="failure",
         reason=reason,

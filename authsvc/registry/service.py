@@ -228,7 +228,7 @@ def issue_card(
         )
     else:
         master = card_master.ensure_master(session, sealer, algorithm)
-        _, key = card_master.card_key(session, sealer, kid=master.kid, identification_code=code)
+        _, key = card_master.MasterKeys(sealer).card_key(session, kid=master.kid, identification_code=code)
         row.key_ref = master.kid
         cardfile = CardFile.create(
             identification=identification, holder=holder_data, pin=pin, gen2_algorithm=algorithm, gen2_key=key
