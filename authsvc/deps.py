@@ -12,7 +12,8 @@ from authsvc.database import unit_of_work
 from authsvc.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    # async: a plain attribute read is not worth a trip through the thread pool.
     return request.app.state.runtime
 
 

@@ -12,6 +12,9 @@ import jwt
 import pytest
 from cryptography import x509
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from authsvc.audit.models import AuditEvent
@@ -381,3 +384,36 @@ def test_audit_and_logs_never_hold_full_identifiers(
     assert len(_events(runtime)) == 2
     for secret in (card.ssn, card.card_number, "张伟", base64.b64encode("张伟".encode()).decode()):
         assert secret not in dump
+
+
+@pytest.fixture
+def fuzz_kiosk(settings_factory, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A kiosk whose own failure throttle is out of the way: the fuzzer fails on purpose, hundreds of times."""
+    from authsvc.app import create_app
+    from authsvc.cli import prepare
+
+    rt = Runtime(settings_factory(throttle_terminal_failures=100000))
+    prepare(rt, migrate=False)
+    with TestClient(create_app(runtime=rt), raise_server_exceptions=False) as client:
+        yield Kiosk(client, add_kiosk(rt, tmp_path, "kiosk-fuzz"))
+    rt.close()
+
+
+@hypothesis_settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    ef05=st.binary(max_size=300),
+    ef06=st.binary(max_size=300),
+    response=st.binary(min_size=1, max_size=120),
+    certificate=st.none() | st.binary(max_size=900),
+)
+def test_fuzzed_card_evidence_is_refused_with_a_reason_never_a_500(
+    fuzz_kiosk: Kiosk, ef05: bytes, ef06: bytes, response: bytes, certificate: bytes | None
+) -> None:
+    kiosk = fuzz_kiosk
+    login_id, _ = kiosk.start()
+    body = {"ef05": b64url(ef05 or b"\x00"), "ef06": b64url(ef06 or b"\x00"), "response": b64url(response + b"\x00")}
+    if certificate:
+        body["certificate"] = b64url(certificate)
+    answer = kiosk.complete(login_id, body)
+    assert answer.status_code in (400, 422), answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
