@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+
+from sqlalchemy.orm import Session
 
 from authsvc.config import ConfigError, Settings, load_settings
 from authsvc.database import unit_of_work
@@ -22,6 +25,18 @@ class CommandError(Exception):
 
 def _runtime() -> Runtime:
     return Runtime(load_settings())
+
+
+@contextmanager
+def _admin() -> Iterator[tuple[Runtime, Session]]:
+    """An administration command's runtime and its one unit of work, on a database at the current schema."""
+    runtime = _runtime()
+    prepare(runtime, migrate=False)
+    try:
+        with unit_of_work(runtime.sessions) as session:
+            yield runtime, session
+    finally:
+        runtime.close()
 
 
 def prepare(runtime: Runtime, *, migrate: bool) -> None:
@@ -73,9 +88,7 @@ def cmd_db_upgrade(_args: argparse.Namespace) -> int:
 def cmd_cardholder_add(args: argparse.Namespace) -> int:
     from authsvc.registry import service
 
-    runtime = _runtime()
-    prepare(runtime, migrate=False)
-    with unit_of_work(runtime.sessions) as session:
+    with _admin() as (_, session):
         holder = service.add_cardholder(session, ssn=args.ssn, name=args.name, sex=args.sex, region_code=args.region)
         print(f"added cardholder {mask_ssn(holder.ssn)} subject={holder.subject}")
     return 0
@@ -84,13 +97,11 @@ def cmd_cardholder_add(args: argparse.Namespace) -> int:
 def cmd_cardholder_import(args: argparse.Namespace) -> int:
     from authsvc.registry import service
 
-    runtime = _runtime()
-    prepare(runtime, migrate=False)
     try:
         text = Path(args.file).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise CommandError(f"cannot read {args.file}: {exc}") from exc
-    with unit_of_work(runtime.sessions) as session:
+    with _admin() as (_, session):
         report = service.import_csv(session, text)
     for line, message in report.errors:
         print(f"{args.file}:{line}: {message}", file=sys.stderr)
@@ -101,10 +112,8 @@ def cmd_cardholder_import(args: argparse.Namespace) -> int:
 def cmd_card_issue(args: argparse.Namespace) -> int:
     from authsvc.registry import service
 
-    runtime = _runtime()
-    prepare(runtime, migrate=False)
     out = Path(args.out)
-    with unit_of_work(runtime.sessions) as session:
+    with _admin() as (runtime, session):
         issued = service.issue_card(
             session,
             runtime.sealer,
@@ -121,9 +130,7 @@ def cmd_card_issue(args: argparse.Namespace) -> int:
 def cmd_card_set_status(args: argparse.Namespace) -> int:
     from authsvc.registry import service
 
-    runtime = _runtime()
-    prepare(runtime, migrate=False)
-    with unit_of_work(runtime.sessions) as session:
+    with _admin() as (_, session):
         card = service.set_card_status(session, args.card_number, args.status)
         print(f"card {mask_card_number(card.card_number)} is now {card.status}")
     return 0
@@ -132,10 +139,8 @@ def cmd_card_set_status(args: argparse.Namespace) -> int:
 def cmd_terminal_add(args: argparse.Namespace) -> int:
     from authsvc.registry import service
 
-    runtime = _runtime()
-    prepare(runtime, migrate=False)
     out = Path(args.out)
-    with unit_of_work(runtime.sessions) as session:
+    with _admin() as (_, session):
         service.add_terminal(session, terminal_id=args.id, region_code=args.region, out=out, service=args.service)
     print(f"registered terminal {args.id}; its credential is in {out} (keep it private)")
     return 0
@@ -144,17 +149,15 @@ def cmd_terminal_add(args: argparse.Namespace) -> int:
 def cmd_terminal_set_status(args: argparse.Namespace) -> int:
     from authsvc.registry import service
 
-    runtime = _runtime()
-    prepare(runtime, migrate=False)
-    with unit_of_work(runtime.sessions) as session:
+    with _admin() as (_, session):
         row = service.set_terminal_status(session, args.id, args.status)
         print(f"terminal {row.id} is now {row.status}")
     return 0
 
 
 def cmd_keys_init(_args: argparse.Namespace) -> int:
-    runtime = _runtime()
-    prepare(runtime, migrate=False)
+    with _admin():
+        pass
     print("signing keys are in place")
     return 0
 
@@ -163,14 +166,12 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     from authsvc.oidc.discovery import JWKS_MAX_AGE
     from keys import signing
 
-    runtime = _runtime()
-    prepare(runtime, migrate=False)
-    s: Settings = runtime.settings
-    # A retired key stays published while any token it signed may be alive, plus the time a worker may still
-    # sign with its cached copy, plus the time a relying party may cache the key set.
-    retire_for = timedelta(seconds=s.max_token_ttl + s.key_cache_seconds + JWKS_MAX_AGE)
-    min_age = timedelta(0) if args.force else timedelta(seconds=JWKS_MAX_AGE + s.key_cache_seconds)
-    with unit_of_work(runtime.sessions) as session:
+    with _admin() as (runtime, session):
+        s: Settings = runtime.settings
+        # A retired key stays published while any token it signed may be alive, plus the time a worker may still
+        # sign with its cached copy, plus the time a relying party may cache the key set.
+        retire_for = timedelta(seconds=s.max_token_ttl + s.key_cache_seconds + JWKS_MAX_AGE)
+        min_age = timedelta(0) if args.force else timedelta(seconds=JWKS_MAX_AGE + s.key_cache_seconds)
         try:
             active, nxt = signing.rotate(session, runtime.sealer, retire_for=retire_for, min_next_age=min_age)
         except signing.RotationRefused as exc:
@@ -183,9 +184,7 @@ def cmd_keys_list(_args: argparse.Namespace) -> int:
     from keys import repository
     from keys.models import Purpose
 
-    runtime = _runtime()
-    prepare(runtime, migrate=False)
-    with unit_of_work(runtime.sessions) as session:
+    with _admin() as (_, session):
         rows = [
             {
                 "kid": r.kid,

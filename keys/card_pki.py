@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from authsvc.database import unit_of_work, utcnow
 from keys import repository
 from keys.models import KeyRecord, KeyState, Purpose
+from keys.pem import private_pem, public_pem
 from keys.sealing import Sealer
 
 ROOT_NAME = "SSCARD National Root CA"
@@ -81,20 +82,15 @@ def _store(
     cert: x509.Certificate,
     now: datetime,
 ) -> KeyRecord:
-    pem = private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
     return KeyRecord(
         kid=f"{purpose.value}-{label or 'cn'}-{secrets.token_hex(4)}",
         purpose=purpose,
         algorithm=CA_ALGORITHM,
         state=KeyState.ACTIVE,
         label=label,
-        public_pem=private.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode(),
+        public_pem=public_pem(private.public_key()),
         certificate_pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
-        sealed_secret=sealer.seal(pem),
+        sealed_secret=sealer.seal(private_pem(private)),
         created_at=now,
         activated_at=now,
     )

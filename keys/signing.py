@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from authsvc.database import unit_of_work, utcnow
 from keys import repository
 from keys.models import KeyRecord, KeyState, Purpose
+from keys.pem import private_pem, public_pem
 from keys.sealing import Sealer
 
 ALGORITHM = "ES256"
@@ -38,20 +39,14 @@ def _new_kid(now: datetime) -> str:
 
 def _generate(sealer: Sealer, state: KeyState, now: datetime) -> KeyRecord:
     private = ec.generate_private_key(ec.SECP256R1())
-    pem = private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    public = private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
     return KeyRecord(
         kid=_new_kid(now),
         purpose=Purpose.SIGNING,
         algorithm=ALGORITHM,
         state=state,
         label="",
-        public_pem=public.decode(),
-        sealed_secret=sealer.seal(pem),
+        public_pem=public_pem(private.public_key()),
+        sealed_secret=sealer.seal(private_pem(private)),
         created_at=now,
         activated_at=now if state == KeyState.ACTIVE else None,
     )

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
@@ -29,6 +29,7 @@ from authsvc.registry.models import Card, Cardholder, CardStatus, Terminal, Term
 from card.cardfile import CardFile
 from card.records import CardIdentification, HolderData
 from keys import card_master, card_pki
+from keys.pem import private_pem, public_pem
 from keys.sealing import Sealer
 
 SEXES = {"0", "1", "2", "9"}
@@ -264,21 +265,17 @@ def add_terminal(session: Session, *, terminal_id: str, region_code: str, out: P
     if repository.terminal(session, terminal_id) is not None:
         raise RegistryError("duplicate", f"terminal {terminal_id} is already registered")
     private = Ed25519PrivateKey.generate()
-    public_pem = (
-        private.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
     row = Terminal(
-        id=terminal_id, region_code=_region(region_code), public_key_pem=public_pem, status=TerminalStatus.ACTIVE
+        id=terminal_id,
+        region_code=_region(region_code),
+        public_key_pem=public_pem(private.public_key()),
+        status=TerminalStatus.ACTIVE,
     )
     repository.add(session, row)
     credential = {
         "format": "sscard-kiosk/1",
         "terminal_id": terminal_id,
-        "private_key_pem": private.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ).decode(),
+        "private_key_pem": private_pem(private).decode(),
     }
     if service:
         credential["service"] = service
