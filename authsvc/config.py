@@ -80,6 +80,12 @@ class Settings(BaseSettings):
             object.__setattr__(self, "database_url", "postgresql+psycopg" + self.database_url[len("postgresql") :])
         if self.key_dir is None:
             object.__setattr__(self, "key_dir", self.home / "keys")
+        if not self.embedded and self.redis_url.startswith("memory:"):
+            # Each worker would keep its own challenges, nonces and counters: replays and lost logins.
+            raise ValueError(
+                "SSCARD_REDIS_URL must be a redis:// URL with PostgreSQL: the in-process store serves the "
+                "single-process embedded default (SQLite) only"
+            )
         return self
 
     @property

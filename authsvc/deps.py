@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from authsvc.database import unit_of_work
+from authsvc.problems import Problem
 from authsvc.runtime import Runtime
 
 
@@ -30,8 +31,20 @@ def get_session(runtime: RuntimeDep) -> Iterator[Session]:
 DbSession = Annotated[Session, Depends(get_session, scope="function")]
 
 
+MAX_BODY = 16 * 1024  # the largest valid request (a completion with a certificate) is under 8 KiB
+
+
 async def get_body(request: Request) -> bytes:
-    return await request.body()
+    """The body, read only up to MAX_BODY: an unauthenticated caller cannot make a worker buffer more."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+        raise Problem(413, "body_too_large", f"request bodies are limited to {MAX_BODY} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise Problem(413, "body_too_large", f"request bodies are limited to {MAX_BODY} bytes")
+    return bytes(body)
 
 
 RawBody = Annotated[bytes, Depends(get_body)]

@@ -52,6 +52,7 @@ _REFUSALS = {
     "certificate_invalid": "card certificate not accepted",
     "cryptogram_invalid": "card authentication failed",
     "holder_mismatch": "card data do not match the holder on record",
+    "pin_not_verified": "the PIN was not verified",
     "card_data_invalid": "card data refused by the service",
     "login_unknown": "login expired or unknown, start again",
     "terminal_unknown": "this kiosk is not registered with the service",

@@ -7,7 +7,7 @@ import secrets
 
 from sqlalchemy.orm import Session
 
-from authsvc.database import utcnow
+from authsvc.database import lock, utcnow
 from card.cryptogram import SYMMETRIC_ALGORITHMS, diversify_key
 from keys import repository
 from keys.models import KeyRecord, KeyState, Purpose
@@ -21,6 +21,7 @@ class MasterKeyMissing(Exception):
 def ensure_master(session: Session, sealer: Sealer, algorithm: str) -> KeyRecord:
     if algorithm not in SYMMETRIC_ALGORITHMS:
         raise ValueError(f"algorithm must be one of {', '.join(SYMMETRIC_ALGORITHMS)}")
+    lock(session, f"keys:card_master:{algorithm}")
     record = repository.active(session, Purpose.CARD_MASTER, label=algorithm)
     if record is not None:
         return record

@@ -26,7 +26,7 @@ from cryptography.x509.verification import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
-from authsvc.database import unit_of_work, utcnow
+from authsvc.database import lock, unit_of_work, utcnow
 from keys import repository
 from keys.models import KeyRecord, KeyState, Purpose
 from keys.pem import private_pem, public_pem
@@ -108,6 +108,7 @@ def _certificate(record: KeyRecord) -> x509.Certificate:
 
 
 def ensure_root(session: Session, sealer: Sealer) -> KeyRecord:
+    lock(session, "keys:root_ca")
     record = repository.active(session, Purpose.ROOT_CA)
     if record is not None:
         return record
@@ -120,10 +121,11 @@ def ensure_root(session: Session, sealer: Sealer) -> KeyRecord:
 
 def ensure_issuer(session: Session, sealer: Sealer, province: str) -> KeyRecord:
     """The issuer CA of a province (its 2-digit code plus 0000, e.g. 330000), created under the root on first use."""
+    root = ensure_root(session, sealer)
+    lock(session, f"keys:issuer_ca:{province}")
     record = repository.active(session, Purpose.ISSUER_CA, label=province)
     if record is not None:
         return record
-    root = ensure_root(session, sealer)
     now = utcnow()
     private = ec.generate_private_key(ec.SECP256R1())
     cert = _ca_certificate(

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 from sqlalchemy.orm import Session, sessionmaker
 
-from authsvc.database import unit_of_work, utcnow
+from authsvc.database import lock, unit_of_work, utcnow
 from keys import repository
 from keys.models import KeyRecord, KeyState, Purpose
 from keys.pem import private_pem, public_pem
@@ -54,6 +54,7 @@ def _generate(sealer: Sealer, state: KeyState, now: datetime) -> KeyRecord:
 
 def ensure(session: Session, sealer: Sealer) -> None:
     """First start: an active key and a published next key."""
+    lock(session, "keys:signing")
     records = repository.by_purpose(session, Purpose.SIGNING, lock=True)
     now = utcnow()
     if not any(r.state == KeyState.ACTIVE for r in records):
@@ -64,6 +65,7 @@ def ensure(session: Session, sealer: Sealer) -> None:
 
 def rotate(session: Session, sealer: Sealer, *, retire_for: timedelta, min_next_age: timedelta) -> tuple[str, str]:
     """Promote next to active, retire the active key, publish a new next. Returns (active kid, next kid)."""
+    lock(session, "keys:signing")
     records = repository.by_purpose(session, Purpose.SIGNING, lock=True)
     now = utcnow()
     nxt = next((r for r in records if r.state == KeyState.NEXT), None)

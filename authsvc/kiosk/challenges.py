@@ -20,22 +20,23 @@ class PendingLogin:
     created_at: float
 
 
-def _key(login_id: str) -> str:
-    return f"login:{login_id}"
+def _key(terminal_id: str, login_id: str) -> str:
+    # The kiosk is part of the key: another kiosk naming this login finds nothing, and cannot spend it.
+    return f"login:{terminal_id}:{login_id}"
 
 
 def start(store: Store, terminal_id: str, ttl: int) -> PendingLogin:
     pending = PendingLogin(secrets.token_urlsafe(24), terminal_id, secrets.token_bytes(CHALLENGE_LEN), time.time())
     value = {"t": terminal_id, "c": base64.b64encode(pending.challenge).decode(), "at": pending.created_at}
-    store.put(_key(pending.login_id), json.dumps(value).encode(), ttl)
+    store.put(_key(terminal_id, pending.login_id), json.dumps(value).encode(), ttl)
     return pending
 
 
-def take(store: Store, login_id: str) -> PendingLogin | None:
+def take(store: Store, terminal_id: str, login_id: str) -> PendingLogin | None:
     """Spend the challenge: of two concurrent completions of one login only one gets it."""
     if not 16 <= len(login_id) <= 64:
         return None
-    raw = store.take(_key(login_id))
+    raw = store.take(_key(terminal_id, login_id))
     if raw is None:
         return None
     value = json.loads(raw)

@@ -6,7 +6,7 @@ from typing import Annotated, Literal, TypeVar
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from authsvc import problems
 from authsvc.deps import DbSession, RawBody, RuntimeDep
@@ -46,6 +46,12 @@ class AbortBody(_Strict):
     tries_left: Annotated[int, Field(ge=0, le=15)] | None = None
     card_number: Annotated[str, Field(pattern=r"^[A-Z]\d{8}$")] | None = None
 
+    @model_validator(mode="after")
+    def _tries_only_with_wrong_pin(self) -> AbortBody:
+        if self.tries_left is not None and self.reason != "pin_wrong":
+            raise ValueError("tries_left goes with reason pin_wrong only")
+        return self
+
 
 def _parse(model: type[M], body: bytes, *, empty_ok: bool = False) -> M:
     if empty_ok and not body.strip():
@@ -71,13 +77,15 @@ class StartAnswer(BaseModel):
     expires_in: int
 
 
-@router.post("/logins", status_code=201)
-def start(terminal: AuthenticatedTerminal, runtime: RuntimeDep, body: RawBody) -> StartAnswer:
+@router.post("/logins", status_code=201, response_model=StartAnswer)
+def start(
+    terminal: AuthenticatedTerminal, runtime: RuntimeDep, session: DbSession, body: RawBody
+) -> StartAnswer | JSONResponse:
     _parse(StartBody, body, empty_ok=True)
     try:
-        pending = service.start_login(runtime, terminal)
+        pending = service.start_login(runtime, session, terminal)
     except Throttled as exc:
-        raise _throttled(exc) from None
+        return problems.response(_throttled(exc))
     return StartAnswer(
         login_id=pending.login_id, challenge=b64url(pending.challenge), expires_in=runtime.settings.challenge_ttl
     )

@@ -32,8 +32,12 @@ def throttle_for(runtime: Runtime) -> Throttle:
     return Throttle(runtime.store, s.throttle_window, s.throttle_card_failures, s.throttle_terminal_failures)
 
 
-def start_login(runtime: Runtime, terminal: Terminal) -> PendingLogin:
-    throttle_for(runtime).check_terminal(terminal.id)
+def start_login(runtime: Runtime, session: Session, terminal: Terminal) -> PendingLogin:
+    try:
+        throttle_for(runtime).check_terminal(terminal.id)
+    except Throttled:
+        _failed(session, terminal, "throttled", None)
+        raise
     return challenges.start(runtime.store, terminal.id, runtime.settings.challenge_ttl)
 
 
@@ -73,48 +77,43 @@ def _verify_cryptogram(
             raise Refused("cryptogram_invalid", "the card's cryptogram does not verify")
 
 
+def _failed(session: Session, terminal: Terminal, reason: str, card_number: str | None) -> None:
+    audit.record(
+        session, event=EVENT, outcome="failure", reason=reason, terminal_id=terminal.id, card_number=card_number
+    )
+
+
 def complete_login(
     runtime: Runtime, session: Session, terminal: Terminal, login_id: str, evidence: CardEvidence
 ) -> LoginResult:
     throttle = throttle_for(runtime)
-    card_number: str | None = None
+    card_number: str | None = None  # as the card data claims it: audited (masked), not trusted
+    proven = False  # the cryptogram verified: only a proven card's failures count against the card
     try:
-        # The kiosk's own throttle is applied when it asks for a challenge (start_login): a throttled kiosk gets
-        # none, so checking it again here would only cost a round trip.
-        pending = challenges.take(runtime.store, login_id)
-        if pending is None or not hmac.compare_digest(pending.terminal_id, terminal.id):
+        # Checked here as well as at start: a kiosk could collect challenges first and spend them later.
+        throttle.check_terminal(terminal.id)
+        pending = challenges.take(runtime.store, terminal.id, login_id)
+        if pending is None:
             raise Refused("login_unknown", "no such login is pending for this terminal (expired or already used)")
         read = verification.decode(evidence)
         card_number = read.identification.card_number
         throttle.check_card(card_number)
         card = repository.card_by_number(session, card_number)
         if card is None:
-            raise Refused("card_unknown", "the card is not in the registry")
+            # Nothing to authenticate the card against; "unknown" would tell any kiosk which numbers exist.
+            raise Refused("cryptogram_invalid", "the card could not be authenticated")
         message = verification.message(evidence, read, challenge=pending.challenge, terminal_id=terminal.id)
         _verify_cryptogram(runtime, session, card, evidence, read, message)
+        proven = True
         verification.check_registry(card, read, today=date.today())
         if not read.pin_verified:
             raise Refused("pin_not_verified", "a kiosk login needs the cardholder's PIN")
     except Refused as exc:
-        throttle.failure(terminal_id=terminal.id, card_number=card_number)
-        audit.record(
-            session,
-            event=EVENT,
-            outcome="failure",
-            reason=exc.reason,
-            terminal_id=terminal.id,
-            card_number=card_number,
-        )
+        throttle.failure(terminal_id=terminal.id, card_number=card_number if proven else None)
+        _failed(session, terminal, exc.reason, card_number)
         raise
     except Throttled:
-        audit.record(
-            session,
-            event=EVENT,
-            outcome="failure",
-            reason="throttled",
-            terminal_id=terminal.id,
-            card_number=card_number,
-        )
+        _failed(session, terminal, "throttled", card_number)
         raise
     acr, amr = assurance.card_login(generation=card.generation, pin_verified=read.pin_verified)
     auth = issuing.Authentication(subject=card.holder.subject, auth_time=int(time.time()), acr=acr, amr=amr)
@@ -151,9 +150,6 @@ def identity(result: LoginResult) -> dict[str, Any]:
     }
 
 
-ABORT_REASONS = {"pin_wrong", "pin_blocked", "card_removed", "card_not_recognised", "cancelled"}
-
-
 def abort_login(
     runtime: Runtime,
     session: Session,
@@ -164,11 +160,13 @@ def abort_login(
     tries_left: int | None,
     card_number: str | None,
 ) -> None:
-    pending = challenges.take(runtime.store, login_id)
-    if pending is None or not hmac.compare_digest(pending.terminal_id, terminal.id):
+    """Record a failure the card saw. `card_number` is the kiosk's word, unproven: audited, never counted against
+    the card (else any kiosk could lock any citizen out); the card counts its own PIN tries."""
+    pending = challenges.take(runtime.store, terminal.id, login_id)
+    if pending is None:
         raise Refused("login_unknown", "no such login is pending for this terminal (expired or already used)")
     if reason in ("pin_wrong", "pin_blocked"):
-        throttle_for(runtime).failure(terminal_id=terminal.id, card_number=card_number)
+        throttle_for(runtime).failure(terminal_id=terminal.id, card_number=None)
     detail = {"tries_left": tries_left} if tries_left is not None else None
     audit.record(
         session,

@@ -21,7 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from authsvc.database import utcnow
+from authsvc.audit import service as audit
+from authsvc.database import lock, utcnow
 from authsvc.registry import repository
 from authsvc.registry import ssn as ssn_rules
 from authsvc.registry.masking import mask_card_number, mask_ssn
@@ -170,6 +171,7 @@ def issue_card(
         raise RegistryError("invalid_generation", "generation must be 2 or 3")
     if not (pin.isdigit() and 4 <= len(pin) <= 12):
         raise RegistryError("invalid_pin", "PIN must be 4 to 12 digits")
+    lock(session, f"cardholder:{holder.id}")  # two concurrent issuances must not both see "no live card"
     live = repository.live_cards(session, holder.id)
     if live:
         raise RegistryError(
@@ -249,12 +251,22 @@ def set_card_status(session: Session, card_number: str, status: str) -> Card:
         raise RegistryError("not_found", f"no card {mask_card_number(card_number)}")
     if card.status == CardStatus.CANCELLED and new != CardStatus.CANCELLED:
         raise RegistryError("invalid_transition", "a cancelled card stays cancelled")
-    if card.status == CardStatus.REPORTED_LOST and new == CardStatus.ACTIVE:
-        # A card reported lost may have been copied or its PIN watched: the citizen gets a new card.
-        raise RegistryError("invalid_transition", "a card reported lost cannot be reactivated; issue a new card")
+    if card.status == CardStatus.REPORTED_LOST and new not in (CardStatus.REPORTED_LOST, CardStatus.CANCELLED):
+        # A card reported lost may have been copied or its PIN watched: it can only be cancelled, by any route
+        # (lost → frozen → active included); the citizen gets a new card.
+        raise RegistryError("invalid_transition", "a card reported lost can only be cancelled; issue a new card")
+    previous = card.status
     card.status = new
     card.status_changed_at = utcnow()
     session.flush()
+    audit.record(
+        session,
+        event="card_status",
+        outcome="success",
+        card_number=card.card_number,
+        subject=card.holder.subject,
+        detail={"from": previous, "to": new.value},
+    )
     return card
 
 
@@ -272,6 +284,7 @@ def add_terminal(session: Session, *, terminal_id: str, region_code: str, out: P
         status=TerminalStatus.ACTIVE,
     )
     repository.add(session, row)
+    audit.record(session, event="terminal_added", outcome="success", terminal_id=terminal_id)
     credential = {
         "format": "sscard-kiosk/1",
         "terminal_id": terminal_id,
@@ -291,8 +304,16 @@ def set_terminal_status(session: Session, terminal_id: str, status: str) -> Term
     row = repository.terminal(session, terminal_id)
     if row is None:
         raise RegistryError("not_found", f"no terminal {terminal_id}")
+    previous = row.status
     row.status = new
     session.flush()
+    audit.record(
+        session,
+        event="terminal_status",
+        outcome="success",
+        terminal_id=terminal_id,
+        detail={"from": previous, "to": new.value},
+    )
     return row
 
 

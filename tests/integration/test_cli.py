@@ -57,7 +57,7 @@ def test_enrol_issue_and_report_lost(env: Runtime, tmp_path: Path, capsys: pytes
     with unit_of_work(env.sessions) as session:
         assert repository.card_by_number(session, number).status == "reported_lost"  # type: ignore[union-attr]
     code, _, err = run(capsys, "card", "set-status", number, "active")
-    assert code == 1 and "cannot be reactivated" in err
+    assert code == 1 and "can only be cancelled" in err
 
 
 def test_refusals_exit_1_with_a_one_line_reason(env: Runtime, capsys: pytest.CaptureFixture[str]) -> None:

@@ -50,8 +50,10 @@ def _problem(response, status: int, reason: str) -> dict:  # type: ignore[no-unt
 
 
 def _events(runtime: Runtime) -> list[AuditEvent]:
+    """The login attempts' audit events (administration has events of its own)."""
     with unit_of_work(runtime.sessions) as session:
-        return list(session.scalars(select(AuditEvent).order_by(AuditEvent.id)))
+        query = select(AuditEvent).where(AuditEvent.event == "kiosk_card_login").order_by(AuditEvent.id)
+        return list(session.scalars(query))
 
 
 @pytest.mark.parametrize(("generation", "algorithm"), CARDS)
@@ -125,8 +127,12 @@ def test_another_kiosks_login_cannot_be_completed(
     other = Kiosk(client, add_kiosk(runtime, tmp_path, "kiosk-2"))
     card = issue(runtime, tmp_path, generation=2)
     login_id, challenge = kiosk.start()
-    body = evidence(open_card(card.path), challenge, "kiosk-2", PIN)
-    _problem(other.complete(login_id, body), 404, "login_unknown")
+    foreign = evidence(open_card(card.path), challenge, "kiosk-2", PIN)
+    _problem(other.complete(login_id, foreign), 404, "login_unknown")
+    _problem(other.post(f"/v1/kiosk/logins/{login_id}/abort", {"reason": "cancelled"}), 404, "login_unknown")
+    # Neither spent it: the kiosk that asked for the challenge still completes its login.
+    own = evidence(open_card(card.path), challenge, kiosk.terminal_id, PIN)
+    assert kiosk.complete(login_id, own).status_code == 200
 
 
 @pytest.mark.parametrize("generation", [3, 2])
@@ -241,20 +247,22 @@ def test_an_expired_card_is_refused(kiosk: Kiosk, runtime: Runtime, tmp_path: Pa
     _problem(answer, 422, "card_expired")
 
 
-def test_a_card_unknown_to_the_registry_is_refused(kiosk: Kiosk, runtime: Runtime, tmp_path: Path) -> None:
-    card = issue(runtime, tmp_path, generation=2)
+@pytest.mark.parametrize("generation", [3, 2])
+def test_a_card_unknown_to_the_registry_looks_like_any_card_that_fails(
+    kiosk: Kiosk, runtime: Runtime, tmp_path: Path, generation: int
+) -> None:
+    card = issue(runtime, tmp_path, generation=generation)
     with unit_of_work(runtime.sessions) as session:
-        row = repository.card_by_number(session, card.card_number)
-        session.delete(row)
+        session.delete(repository.card_by_number(session, card.card_number))
     _, _, answer = _login(kiosk, card.path)
-    _problem(answer, 422, "card_unknown")
+    _problem(answer, 422, "cryptogram_invalid")  # no oracle for which card numbers exist
 
 
 def test_the_login_expires(kiosk: Kiosk, runtime: Runtime, tmp_path: Path, settings_factory) -> None:  # type: ignore[no-untyped-def]
     card = issue(runtime, tmp_path, generation=2)
     login_id, challenge = kiosk.start()
     body = evidence(open_card(card.path), challenge, kiosk.terminal_id, PIN)
-    runtime.store.take(f"login:{login_id}")  # what the TTL does when it runs out
+    runtime.store.take(f"login:{kiosk.terminal_id}:{login_id}")  # what the TTL does when it runs out
     _problem(kiosk.complete(login_id, body), 404, "login_unknown")
 
 
@@ -353,6 +361,60 @@ def test_repeated_failures_for_a_card_are_throttled(
     doc = _problem(answer, 429, "throttled")
     assert 0 < int(answer.headers["retry-after"]) <= runtime.settings.throttle_window
     assert "retry after" in doc["detail"]
+
+
+def test_aborts_naming_a_card_do_not_lock_its_holder_out(client: TestClient, runtime: Runtime, tmp_path: Path) -> None:
+    card = issue(runtime, tmp_path, generation=3)
+    hostile = Kiosk(client, add_kiosk(runtime, tmp_path, "kiosk-hostile"))
+    for _ in range(runtime.settings.throttle_card_failures + 1):
+        login_id, _ = hostile.start()
+        body = {"reason": "pin_wrong", "tries_left": 2, "card_number": card.card_number}
+        assert hostile.post(f"/v1/kiosk/logins/{login_id}/abort", body).status_code == 204
+    honest = Kiosk(client, add_kiosk(runtime, tmp_path, "kiosk-honest"))
+    _, _, answer = _login(honest, card.path)
+    assert answer.status_code == 200, answer.text
+
+
+def test_failures_with_an_unproven_card_number_do_not_count_against_that_card(
+    client: TestClient, runtime: Runtime, tmp_path: Path
+) -> None:
+    card = issue(runtime, tmp_path, generation=2)
+    hostile = Kiosk(client, add_kiosk(runtime, tmp_path, "kiosk-hostile"))
+    for _ in range(runtime.settings.throttle_card_failures + 1):
+        login_id, challenge = hostile.start()
+        body = evidence(open_card(card.path), challenge, hostile.terminal_id, PIN)
+        body["response"] = b64url(b"\x01" + b"\x00" * 8)  # the victim's card data, a made-up cryptogram
+        _problem(hostile.complete(login_id, body), 422, "cryptogram_invalid")
+    honest = Kiosk(client, add_kiosk(runtime, tmp_path, "kiosk-honest"))
+    assert _login(honest, card.path)[2].status_code == 200
+
+
+def test_a_kiosk_cannot_outrun_its_throttle_with_challenges_fetched_in_advance(
+    client: TestClient, runtime: Runtime, tmp_path: Path
+) -> None:
+    kiosk = Kiosk(client, add_kiosk(runtime, tmp_path, "kiosk-greedy"))
+    limit = runtime.settings.throttle_terminal_failures
+    stock = [kiosk.start()[0] for _ in range(limit + 3)]
+    garbage = {"ef05": b64url(b"\x01"), "ef06": b64url(b"\x08"), "response": b64url(b"\x00\x00")}
+    answers = [kiosk.complete(login_id, garbage).status_code for login_id in stock]
+    assert answers[:limit] == [422] * limit and set(answers[limit:]) == {429}
+    _problem(kiosk.post("/v1/kiosk/logins"), 429, "throttled")
+    assert [e.reason for e in _events(runtime)][-1] == "throttled"
+
+
+def test_tries_left_goes_with_a_wrong_pin_only(kiosk: Kiosk) -> None:
+    login_id, _ = kiosk.start()
+    _problem(
+        kiosk.post(f"/v1/kiosk/logins/{login_id}/abort", {"reason": "cancelled", "tries_left": 1}),
+        400,
+        "invalid_request",
+    )
+
+
+def test_an_oversized_body_is_refused_before_anything_else(client: TestClient, kiosk: Kiosk) -> None:
+    big = b"{" + b" " * (20 * 1024) + b"}"
+    _problem(client.post("/v1/kiosk/logins", content=big), 413, "body_too_large")
+    _problem(kiosk.post("/v1/kiosk/logins", raw=big), 413, "body_too_large")
 
 
 def test_abort_spends_the_login_and_is_audited(kiosk: Kiosk, runtime: Runtime, tmp_path: Path) -> None:

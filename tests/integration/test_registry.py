@@ -158,6 +158,23 @@ def test_card_status_transitions(runtime: Runtime, tmp_path: Path, path: list[st
         assert ok
 
 
+def test_status_changes_are_audited(runtime: Runtime, tmp_path: Path) -> None:
+    from authsvc.audit.models import AuditEvent
+
+    issued = issue(runtime, tmp_path, generation=2)
+    with unit_of_work(runtime.sessions) as session:
+        registry.set_card_status(session, issued.card_number, "frozen")
+        registry.add_terminal(session, terminal_id="k-1", region_code="110000", out=tmp_path / "k.json", service=None)
+        registry.set_terminal_status(session, "k-1", "disabled")
+    with unit_of_work(runtime.sessions) as session:
+        events = [(e.event, e.detail) for e in session.scalars(select(AuditEvent).order_by(AuditEvent.id))]
+    assert events == [
+        ("card_status", {"from": "active", "to": "frozen"}),
+        ("terminal_added", None),
+        ("terminal_status", {"from": "active", "to": "disabled"}),
+    ]
+
+
 def test_terminal_registration_writes_only_the_kiosk_its_private_key(runtime: Runtime, tmp_path: Path) -> None:
     out = tmp_path / "kiosk.json"
     with unit_of_work(runtime.sessions) as session:

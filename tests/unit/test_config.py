@@ -16,7 +16,16 @@ def test_defaults_are_the_embedded_default(monkeypatch: pytest.MonkeyPatch, tmp_
 
 def test_postgresql_url_gets_the_shipped_driver(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SSCARD_DATABASE_URL", "postgresql://u@db/sscard")
+    monkeypatch.setenv("SSCARD_REDIS_URL", "redis://cache:6379/0")
     assert load_settings().database_url == "postgresql+psycopg://u@db/sscard"
+
+
+def test_postgresql_without_redis_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers sharing a database but not a store would each accept a replayed request once."""
+    monkeypatch.setenv("SSCARD_DATABASE_URL", "postgresql://u@db/sscard")
+    monkeypatch.delenv("SSCARD_REDIS_URL", raising=False)
+    with pytest.raises(ConfigError, match="SSCARD_REDIS_URL must be a redis:// URL with PostgreSQL"):
+        load_settings()
 
 
 @pytest.mark.parametrize(
