@@ -139,22 +139,10 @@ def test_the_readme_demo_runs_on_the_embedded_default(pcscd: str, tmp_path: Path
     env = {k: v for k, v in os.environ.items() if not k.startswith("SSCARD_")}
     env["SSCARD_HOME"] = str(tmp_path / "var")
     port = free_port()
+    demo = [sys.executable, "-m", "authsvc", "demo", "--exit", "--port", str(port)]
     with vpcd_slot():
-        first = subprocess.run(
-            [sys.executable, "-m", "authsvc", "demo", "--exit", "--port", str(port)],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-        again = subprocess.run(
-            [sys.executable, "-m", "authsvc", "demo", "--exit", "--port", str(port)],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=180,
+        first, again = (
+            subprocess.run(demo, env=env, cwd=ROOT, capture_output=True, text=True, timeout=180) for _ in range(2)
         )
     assert first.returncode == 0, first.stderr
     assert first.stdout.count("ID token verified") == 2
