@@ -177,8 +177,12 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
             active, nxt = signing.rotate(session, runtime.sealer, retire_for=retire_for, min_next_age=min_age)
         except signing.RotationRefused as exc:
             raise CommandError(str(exc)) from exc
-        audit.record(session, event="signing_key_rotated", outcome="success",
-                     detail={"active": active, "next": nxt, "forced": bool(args.force)})
+        audit.record(
+            session,
+            event="signing_key_rotated",
+            outcome="success",
+            detail={"active": active, "next": nxt, "forced": bool(args.force)},
+        )
     print(f"active signing key {active}; next key {nxt} published")
     return 0
 

@@ -195,9 +195,14 @@ class CardTrust:
         self._loaded: tuple[float, Store, list[x509.Certificate]] | None = None
         self._lock = threading.Lock()
 
-    def _material(self) -> tuple[Store, list[x509.Certificate]]:
+    # A card issued under a province's brand-new issuer CA may log in at once: a certificate whose issuer is not
+    # in the cache triggers a reload, at most this often, so that bad certificates cannot hammer the database.
+    RELOAD_AT_MOST_EVERY = 1.0
+
+    def _material(self, *, refresh: bool = False) -> tuple[Store, list[x509.Certificate]]:
         loaded = self._loaded
-        if loaded is None or time.monotonic() - loaded[0] >= self._cache_seconds:
+        age = time.monotonic() - loaded[0] if loaded is not None else None
+        if age is None or age >= self._cache_seconds or (refresh and age >= self.RELOAD_AT_MOST_EVERY):
             with self._lock, unit_of_work(self._factory) as session:
                 roots = [
                     _certificate(r)
@@ -215,11 +220,13 @@ class CardTrust:
         return loaded[1], loaded[2]
 
     def verify(self, certificate_der: bytes, *, now: datetime | None = None) -> VerifiedCard:
-        store, issuers = self._material()
         try:
             cert = x509.load_der_x509_certificate(certificate_der)
         except ValueError as exc:
             raise CertificateInvalid("not a DER certificate") from exc
+        store, issuers = self._material()
+        if not any(issuer.subject == cert.issuer for issuer in issuers):
+            store, issuers = self._material(refresh=True)
         ee_policy = ExtensionPolicy.webpki_defaults_ee().may_be_present(
             x509.SubjectAlternativeName, Criticality.AGNOSTIC, None
         )

@@ -126,3 +126,30 @@ def test_issuer_ca_chains_to_the_root_and_card_certificates_verify(runtime: Runt
     with pytest.raises(card_pki.CertificateInvalid, match="not a DER"):
         runtime.card_trust.verify(b"\x30\x03junk")
     assert utcnow() < cert.not_valid_after_utc
+
+
+def test_a_card_under_a_new_provinces_ca_verifies_at_once_despite_the_cache(runtime: Runtime) -> None:
+    from datetime import date
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from keys.card_pki import CardTrust
+
+    trust = CardTrust(runtime.sessions, cache_seconds=3600)
+
+    def card_in(province: str) -> bytes:
+        with unit_of_work(runtime.sessions) as session:
+            return card_pki.issue_card_certificate(
+                session,
+                runtime.sealer,
+                province=province,
+                card_public_key=ec.generate_private_key(ec.SECP256R1()).public_key(),
+                card_number="A12345678",
+                identification_code=province + "D1560000050123456789ABCDEF",
+                not_before=date.today(),
+                not_after=date.today() + timedelta(days=365),
+            )
+
+    trust.verify(card_in("110000"))  # loads and caches the trust material
+    trust.RELOAD_AT_MOST_EVERY = 0  # type: ignore[misc]  # no need to wait a second in a test
+    assert trust.verify(card_in("330000")).card_number == "A12345678"
