@@ -84,10 +84,10 @@ def _card_for(
 
 def _kiosk(runtime: Runtime, path: Path, base_url: str) -> None:
     with unit_of_work(runtime.sessions) as session:
-        if path.exists() and repository.terminal(session, "demo-kiosk") is not None:
+        registered = repository.terminal(session, "demo-kiosk") is not None
+        if registered and path.exists():
             return
-        if repository.terminal(session, "demo-kiosk") is not None:
-            service.set_terminal_status(session, "demo-kiosk", "disabled")
+        if registered:
             raise CommandError(
                 f"terminal demo-kiosk exists but {path} is gone; remove {runtime.settings.home} "
                 "to start the demo afresh"
