@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import secrets
-import time
 from dataclasses import dataclass
 
 from authsvc.store import Store
@@ -17,7 +14,6 @@ class PendingLogin:
     login_id: str
     terminal_id: str
     challenge: bytes
-    created_at: float
 
 
 def _key(terminal_id: str, login_id: str) -> str:
@@ -26,9 +22,9 @@ def _key(terminal_id: str, login_id: str) -> str:
 
 
 def start(store: Store, terminal_id: str, ttl: int) -> PendingLogin:
-    pending = PendingLogin(secrets.token_urlsafe(24), terminal_id, secrets.token_bytes(CHALLENGE_LEN), time.time())
-    value = {"t": terminal_id, "c": base64.b64encode(pending.challenge).decode(), "at": pending.created_at}
-    store.put(_key(terminal_id, pending.login_id), json.dumps(value).encode(), ttl)
+    pending = PendingLogin(secrets.token_urlsafe(24), terminal_id, secrets.token_bytes(CHALLENGE_LEN))
+    # The key already names the kiosk and the login: the value is the challenge alone.
+    store.put(_key(terminal_id, pending.login_id), pending.challenge, ttl)
     return pending
 
 
@@ -39,5 +35,4 @@ def take(store: Store, terminal_id: str, login_id: str) -> PendingLogin | None:
     raw = store.take(_key(terminal_id, login_id))
     if raw is None:
         return None
-    value = json.loads(raw)
-    return PendingLogin(login_id, value["t"], base64.b64decode(value["c"]), float(value["at"]))
+    return PendingLogin(login_id, terminal_id, raw)

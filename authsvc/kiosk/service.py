@@ -77,9 +77,17 @@ def _verify_cryptogram(
             raise Refused("cryptogram_invalid", "the card's cryptogram does not verify")
 
 
-def _failed(session: Session, terminal: Terminal, reason: str, card_number: str | None) -> None:
+def _failed(
+    session: Session, terminal: Terminal, reason: str, card_number: str | None, detail: dict[str, Any] | None = None
+) -> None:
     audit.record(
-        session, event=EVENT, outcome="failure", reason=reason, terminal_id=terminal.id, card_number=card_number
+        session,
+        event=EVENT,
+        outcome="failure",
+        reason=reason,
+        terminal_id=terminal.id,
+        card_number=card_number,
+        detail=detail,
     )
 
 
@@ -167,13 +175,4 @@ def abort_login(
         raise Refused("login_unknown", "no such login is pending for this terminal (expired or already used)")
     if reason in ("pin_wrong", "pin_blocked"):
         throttle_for(runtime).failure(terminal_id=terminal.id, card_number=None)
-    detail = {"tries_left": tries_left} if tries_left is not None else None
-    audit.record(
-        session,
-        event=EVENT,
-        outcome="failure",
-        reason=reason,
-        terminal_id=terminal.id,
-        card_number=card_number,
-        detail=detail,
-    )
+    _failed(session, terminal, reason, card_number, {"tries_left": tries_left} if tries_left is not None else None)
