@@ -39,6 +39,21 @@ class Settings(BaseSettings):
     throttle_window: Annotated[int, Field(ge=10, le=86400)] = 900
     throttle_card_failures: Annotated[int, Field(ge=1, le=1000)] = 5
     throttle_terminal_failures: Annotated[int, Field(ge=1, le=100000)] = 30
+    # Single sign-on (docs/sso.md).
+    code_ttl: Annotated[int, Field(ge=10, le=600)] = 60
+    par_ttl: Annotated[int, Field(ge=10, le=600)] = 90
+    # A browser login waiting for its authenticator (card via `sscard helper`, later a phone or a face check).
+    pending_login_ttl: Annotated[int, Field(ge=30, le=3600)] = 600
+    session_ttl: Annotated[int, Field(ge=300, le=86400)] = 8 * 3600
+    refresh_token_ttl: Annotated[int, Field(ge=300, le=90 * 86400)] = 7 * 86400
+    # DPoP proofs (RFC 9449) and client assertions (RFC 7523): accepted iat age, and jti memory.
+    proof_window: Annotated[int, Field(ge=10, le=600)] = 60
+    # Require a server-issued DPoP nonce in every proof (RFC 9449 §8); off, nonces are still accepted.
+    dpop_nonce_required: bool = False
+    # Where the login page finds `sscard helper` on the citizen's computer (loopback only).
+    helper_url: str = "http://127.0.0.1:24727"
+    logout_retry_base: Annotated[int, Field(ge=1, le=3600)] = 10
+    logout_max_attempts: Annotated[int, Field(ge=1, le=50)] = 8
 
     @field_validator("issuer")
     @classmethod
@@ -46,6 +61,18 @@ class Settings(BaseSettings):
         parts = urlsplit(value)
         if parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment:
             raise ValueError("must be an http(s) URL without query or fragment, e.g. https://id.example.gov.cn")
+        return value.rstrip("/")
+
+    @field_validator("helper_url")
+    @classmethod
+    def _helper_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if (
+            parts.scheme != "http"
+            or parts.hostname not in ("127.0.0.1", "localhost", "::1")
+            or parts.path not in ("", "/")
+        ):
+            raise ValueError("must be http://127.0.0.1:PORT: the helper listens on the loopback interface only")
         return value.rstrip("/")
 
     @field_validator("redis_url")

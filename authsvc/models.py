@@ -1,10 +1,11 @@
 """Every table of the service, imported in one place so that migrations see them all."""
 
 from authsvc.audit.models import AuditEvent
+from authsvc.clients.models import OAuthClient
 from authsvc.database import Base
 from authsvc.registry.models import Card, Cardholder, Terminal
 from keys.models import KeyRecord
 
 metadata = Base.metadata
 
-__all__ = ["AuditEvent", "Card", "Cardholder", "KeyRecord", "Terminal", "metadata"]
+__all__ = ["AuditEvent", "Card", "Cardholder", "KeyRecord", "OAuthClient", "Terminal", "metadata"]

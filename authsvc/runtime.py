@@ -16,6 +16,7 @@ from authsvc.database import make_engine, make_session_factory
 from authsvc.store import Store, open_store
 from keys.card_master import MasterKeys
 from keys.card_pki import CardTrust
+from keys.hmac_keys import HmacKeys
 from keys.sealing import Sealer
 from keys.signing import Keyring
 
@@ -52,6 +53,10 @@ class Runtime:
     @cached_property
     def card_trust(self) -> CardTrust:
         return CardTrust(self.sessions, cache_seconds=self.settings.key_cache_seconds)
+
+    @cached_property
+    def hmac_keys(self) -> HmacKeys:
+        return HmacKeys(self.sessions, self.sealer)
 
     def close(self) -> None:
         if "engine" in self.__dict__:

@@ -16,6 +16,7 @@ class Purpose(StrEnum):
     ROOT_CA = "root_ca"  # national root of the card PKI
     ISSUER_CA = "issuer_ca"  # provincial card issuer CA, under the root
     CARD_MASTER = "card_master"  # 2nd-generation issuer master key (3DES or SM4)
+    HMAC = "hmac"  # server-side keyed hashes (client secrets, refresh tokens, session cookies, DPoP nonces)
 
 
 class KeyState(StrEnum):

@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.fixtures.backends", "tests.fixtures.service", "tests.fixtures.pcsc"]
+pytest_plugins = ["tests.fixtures.backends", "tests.fixtures.service", "tests.fixtures.pcsc", "tests.fixtures.oidc"]

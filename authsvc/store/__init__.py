@@ -16,6 +16,9 @@ class Store(Protocol):
     def add(self, key: str, value: bytes, ttl: int) -> bool:
         """Set `key` only if absent; False if it was present (the single-use primitive)."""
 
+    def get(self, key: str) -> bytes | None:
+        """The value, left in place (None when absent or expired)."""
+
     def take(self, key: str) -> bytes | None:
         """Atomically get and delete: of two concurrent takers only one receives the value."""
 

@@ -43,6 +43,13 @@ class MemoryStore:
             self._data[full] = (value, self._clock() + ttl)
             return True
 
+    def get(self, key: str) -> bytes | None:
+        with self._lock:
+            entry = self._live(self._prefix + key)
+            if entry is None:
+                return None
+            return entry[0] if isinstance(entry[0], bytes) else str(entry[0]).encode()
+
     def take(self, key: str) -> bytes | None:
         with self._lock:
             full = self._prefix + key

@@ -16,6 +16,9 @@ class RedisStore:
     def add(self, key: str, value: bytes, ttl: int) -> bool:
         return bool(self._redis.set(self._prefix + key, value, ex=ttl, nx=True))
 
+    def get(self, key: str) -> bytes | None:
+        return self._redis.get(self._prefix + key)  # type: ignore[return-value]
+
     def take(self, key: str) -> bytes | None:
         return self._redis.getdel(self._prefix + key)  # type: ignore[return-value]
 

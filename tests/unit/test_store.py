@@ -89,3 +89,15 @@ def test_redis_values_expire() -> None:
     time.sleep(1.2)
     assert s.take("c") is None
     assert s.add("n", b"1", 1) is True
+
+
+def test_get_leaves_the_value_and_sees_expiry(store: Store) -> None:
+    assert store.get("g") is None
+    store.put("g", b"v", 1)
+    assert store.get("g") == b"v"
+    assert store.get("g") == b"v"
+    assert store.take("g") == b"v"
+    assert store.get("g") is None
+    store.put("h", b"v", 1)
+    time.sleep(1.1)
+    assert store.get("h") is None

@@ -1,0 +1,1 @@
+"""OAuth clients: the portals, bank and platform back ends and resource servers registered with the provider."""

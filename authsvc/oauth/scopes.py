@@ -1,0 +1,28 @@
+"""Every scope the provider knows, in one place. A client may be registered for a subset; a request may ask for a
+subset of that."""
+
+from __future__ import annotations
+
+OPENID = "openid"
+PROFILE = "profile"
+# Ours: the social security number (`social_security_number` claim). Released only to clients registered for it,
+# and only when the login reached the client's registered minimum level (OAuthClient.ssn_min_acr).
+SSN = "ssn"
+# Administration API (client registration for automation); for operators' back ends only.
+ADMIN = "sscard:admin"
+
+SCOPES: dict[str, str] = {
+    OPENID: "OpenID Connect sign-in: the subject identifier",
+    PROFILE: "name, sex and date of birth",
+    SSN: "the social security number",
+    ADMIN: "administration API",
+}
+
+
+def parse(value: str | None) -> list[str]:
+    """Space-delimited scope (RFC 6749 §3.3), order kept, duplicates dropped."""
+    seen: dict[str, None] = {}
+    for item in (value or "").split(" "):
+        if item:
+            seen.setdefault(item, None)
+    return list(seen)

@@ -1,0 +1,19 @@
+"""Subject identifiers (OpenID Connect Core §8): public, or pairwise per sector so that portals of different
+sectors cannot join their records on `sub`."""
+
+from __future__ import annotations
+
+import base64
+
+from authsvc.clients.models import OAuthClient, SubjectType
+from keys.hmac_keys import HmacKeys
+
+PAIRWISE_LABEL = "pairwise_subject"
+
+
+def subject_for(client: OAuthClient, subject: str, hmac_keys: HmacKeys) -> str:
+    if client.subject_type != SubjectType.PAIRWISE:
+        return subject
+    sector = client.sector_identifier or ""
+    mac = hmac_keys.mac(PAIRWISE_LABEL, sector.encode() + b"\x00" + subject.encode())
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
