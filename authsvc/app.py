@@ -13,8 +13,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from authsvc import problems
 from authsvc.config import Settings
 from authsvc.deps import RuntimeDep
+from authsvc.clients.admin import router as admin_clients_router
 from authsvc.kiosk.endpoints import router as kiosk_router
+from authsvc.login.endpoints import router as login_router
+from authsvc.oauth.endpoints import router as oauth_router
+from authsvc.oidc.authorize import router as authorize_router
 from authsvc.oidc.discovery import router as oidc_router
+from authsvc.oidc.logout import router as logout_router
+from authsvc.oidc.userinfo import router as userinfo_router
 from authsvc.runtime import Runtime
 
 
@@ -50,8 +56,17 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.state.runtime = runtime
     problems.install(app)
     app.add_middleware(ServerTiming)
-    app.include_router(oidc_router)
-    app.include_router(kiosk_router)
+    for router in (
+        oidc_router,
+        authorize_router,
+        oauth_router,
+        userinfo_router,
+        logout_router,
+        login_router,
+        admin_clients_router,
+        kiosk_router,
+    ):
+        app.include_router(router)
 
     @app.get("/healthz", tags=["ops"])
     def health(rt: RuntimeDep) -> JSONResponse:

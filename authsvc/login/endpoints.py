@@ -1,0 +1,7 @@
+"""The browser login page, its status, and the authenticators' endpoints for pending logins."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
