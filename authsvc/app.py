@@ -11,9 +11,9 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from authsvc import problems
+from authsvc.clients.admin import router as admin_clients_router
 from authsvc.config import Settings
 from authsvc.deps import RuntimeDep
-from authsvc.clients.admin import router as admin_clients_router
 from authsvc.kiosk.endpoints import router as kiosk_router
 from authsvc.login.endpoints import router as login_router
 from authsvc.oauth.endpoints import router as oauth_router
