@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from typing import Literal
+from urllib.parse import urlsplit
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
@@ -29,6 +30,26 @@ MAC_LEN: dict[str, int] = {"3des": 8, "sm4": 16}
 
 def kiosk_context(terminal_id: str) -> bytes:
     return hashlib.sha256(b"sscard-kiosk:" + terminal_id.encode()).digest()
+
+
+def web_origin(url: str) -> str:
+    """The origin (RFC 6454) of `url` as a browser serialises it in the Origin header: lower-case scheme and host,
+    the port only when it is not the scheme's default."""
+    parts = urlsplit(url)
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    if scheme not in ("http", "https") or not host:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    default = {"http": 80, "https": 443}[scheme]
+    return f"{scheme}://{host}" if port is None or port == default else f"{scheme}://{host}:{port}"
+
+
+def web_context(origin: str) -> bytes:
+    """A browser login: bound to the origin of the login page that asked for it (the Web eID model), so a challenge
+    relayed through another site yields a response that the service, computing it from its own origin, refuses."""
+    return hashlib.sha256(b"sscard-web:" + origin.encode()).digest()
 
 
 def files_digest(ef05: bytes, ef06: bytes) -> bytes:

@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import time
 from dataclasses import dataclass
-from datetime import date
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from authsvc.audit import service as audit
-from authsvc.kiosk import challenges, verification
+from authsvc.kiosk import challenges, proof
 from authsvc.kiosk.challenges import PendingLogin
 from authsvc.kiosk.throttle import Throttle, Throttled
 from authsvc.kiosk.verification import CardEvidence, Refused
-from authsvc.registry import repository
 from authsvc.registry.masking import mask_card_number, mask_name, mask_ssn
 from authsvc.registry.models import Card, Terminal
 from authsvc.runtime import Runtime
 from authsvc.tokens import assurance, issuing
 from card import cryptogram
-from keys.card_pki import CertificateInvalid
 
 EVENT = "kiosk_card_login"
 
@@ -48,35 +43,6 @@ class LoginResult:
     card: Card
 
 
-def _verify_cryptogram(
-    runtime: Runtime, session: Session, card: Card, evidence: CardEvidence, read: verification.ReadCard, message: bytes
-) -> None:
-    if card.generation == 3:
-        if not evidence.certificate:
-            raise Refused("certificate_invalid", "a 3rd-generation card login needs the card certificate")
-        try:
-            verified = runtime.card_trust.verify(evidence.certificate)
-        except CertificateInvalid as exc:
-            raise Refused("certificate_invalid", str(exc)) from None
-        fingerprint = hashlib.sha256(evidence.certificate).hexdigest()
-        if not (card.certificate_sha256 and hmac.compare_digest(fingerprint, card.certificate_sha256)) or (
-            verified.card_number != card.card_number or verified.identification_code != card.identification_code
-        ):
-            raise Refused("certificate_invalid", "the certificate is not the one issued for this card")
-        if not cryptogram.verify_message(verified.public_key, message, read.cryptogram):
-            raise Refused("cryptogram_invalid", "the card's signature does not verify")
-    else:
-        if not card.key_ref:
-            raise Refused("card_unknown", "no key is registered for this card")
-        algorithm, key = runtime.master_keys.card_key(
-            session, kid=card.key_ref, identification_code=card.identification_code
-        )
-        if len(read.cryptogram) != cryptogram.MAC_LEN[algorithm] or not cryptogram.verify_symmetric_cryptogram(
-            key, algorithm, message, read.cryptogram
-        ):
-            raise Refused("cryptogram_invalid", "the card's cryptogram does not verify")
-
-
 def _failed(
     session: Session, terminal: Terminal, reason: str, card_number: str | None, detail: dict[str, Any] | None = None
 ) -> None:
@@ -95,34 +61,30 @@ def complete_login(
     runtime: Runtime, session: Session, terminal: Terminal, login_id: str, evidence: CardEvidence
 ) -> LoginResult:
     throttle = throttle_for(runtime)
-    card_number: str | None = None  # as the card data claims it: audited (masked), not trusted
-    proven = False  # the cryptogram verified: only a proven card's failures count against the card
+    attempt = proof.Attempt()
     try:
         # Checked here as well as at start: a kiosk could collect challenges first and spend them later.
         throttle.check_terminal(terminal.id)
         pending = challenges.take(runtime.store, terminal.id, login_id)
         if pending is None:
             raise Refused("login_unknown", "no such login is pending for this terminal (expired or already used)")
-        read = verification.decode(evidence)
-        card_number = read.identification.card_number
-        throttle.check_card(card_number)
-        card = repository.card_by_number(session, card_number)
-        if card is None:
-            # Nothing to authenticate the card against; "unknown" would tell any kiosk which numbers exist.
-            raise Refused("cryptogram_invalid", "the card could not be authenticated")
-        message = verification.message(evidence, read, challenge=pending.challenge, terminal_id=terminal.id)
-        _verify_cryptogram(runtime, session, card, evidence, read, message)
-        proven = True
-        verification.check_registry(card, read, today=date.today())
-        if not read.pin_verified:
-            raise Refused("pin_not_verified", "a kiosk login needs the cardholder's PIN")
+        proven = proof.prove(
+            runtime,
+            session,
+            evidence,
+            challenge=pending.challenge,
+            context=cryptogram.kiosk_context(terminal.id),
+            throttle=throttle,
+            attempt=attempt,
+        )
     except Refused as exc:
-        throttle.failure(terminal_id=terminal.id, card_number=card_number if proven else None)
-        _failed(session, terminal, exc.reason, card_number)
+        throttle.failure(terminal_id=terminal.id, card_number=attempt.card_number if attempt.proven else None)
+        _failed(session, terminal, exc.reason, attempt.card_number)
         raise
     except Throttled:
-        _failed(session, terminal, "throttled", card_number)
+        _failed(session, terminal, "throttled", attempt.card_number)
         raise
+    card, read, card_number = proven.card, proven.read, attempt.card_number
     acr, amr = assurance.card_login(generation=card.generation, pin_verified=read.pin_verified)
     auth = issuing.Authentication(subject=card.holder.subject, auth_time=int(time.time()), acr=acr, amr=amr)
     s = runtime.settings

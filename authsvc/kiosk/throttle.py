@@ -36,7 +36,9 @@ class Throttle:
         if count >= self.card_limit:
             raise Throttled(left)
 
-    def failure(self, *, terminal_id: str, card_number: str | None) -> None:
-        self.store.count(f"fail:terminal:{terminal_id}", self.window)
+    def failure(self, *, terminal_id: str | None, card_number: str | None) -> None:
+        """Count a failure; `terminal_id` None for attempts that come through no kiosk (a browser login)."""
+        if terminal_id:
+            self.store.count(f"fail:terminal:{terminal_id}", self.window)
         if card_number:
             self.store.count(_card_key(card_number), self.window)

@@ -62,10 +62,12 @@ def decode(evidence: CardEvidence) -> ReadCard:
     return ReadCard(identification, holder, evidence.response[0], evidence.response[1:])
 
 
-def message(evidence: CardEvidence, read: ReadCard, *, challenge: bytes, terminal_id: str) -> bytes:
+def message(evidence: CardEvidence, read: ReadCard, *, challenge: bytes, context: bytes) -> bytes:
+    """What the card signed, with the context the service itself computed (a kiosk's id, the login page's origin),
+    never one the caller names."""
     return cryptogram.auth_message(
         challenge=challenge,
-        context=cryptogram.kiosk_context(terminal_id),
+        context=context,
         digest=cryptogram.files_digest(evidence.ef05, evidence.ef06),
         flags=read.flags,
     )
