@@ -1,0 +1,128 @@
+"""SSO sessions: started when a browser login completes, shared by every portal the browser then signs in to,
+ended by logout (which revokes the grants issued under it and queues back-channel logout tokens).
+
+The cookie is `<sid>.<secret>`: the sid finds the row, the secret is checked against its keyed digest in constant
+time, so neither a database leak nor knowing a sid (ID tokens carry it) yields a usable cookie.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from authsvc.audit import service as audit
+from authsvc.config import Settings
+from authsvc.database import utcnow
+from authsvc.runtime import Runtime
+from authsvc.sessions import repository
+from authsvc.sessions.models import SsoSession
+from authsvc.tokens import assurance
+from authsvc.tokens.issuing import Authentication
+
+COOKIE = "sscard_session"
+COOKIE_LABEL = "session_cookie"
+EVENT_START = "sso_session_started"
+EVENT_END = "sso_session_ended"
+
+
+@dataclass(frozen=True)
+class CookieSpec:
+    name: str
+    max_age: int
+    secure: bool
+    httponly: bool = True
+    samesite: str = "lax"  # sent on the top-level navigation from a portal to /authorize, not on cross-site POSTs
+    path: str = "/"
+
+
+def cookie_spec(settings: Settings) -> CookieSpec:
+    return CookieSpec(COOKIE, settings.session_ttl, settings.issuer.startswith("https://"))
+
+
+def _parse(cookie: str | None) -> tuple[str, str] | None:
+    if not cookie or len(cookie) > 128:
+        return None
+    sid, _, secret = cookie.partition(".")
+    return (sid, secret) if sid and secret else None
+
+
+def current(db: Session, runtime: Runtime, cookie: str | None, *, now: datetime | None = None) -> SsoSession | None:
+    """The browser's live session, or None (no cookie, forged, ended or expired)."""
+    parsed = _parse(cookie)
+    if parsed is None:
+        return None
+    row = repository.by_sid(db, parsed[0])
+    if row is None or not runtime.hmac_keys.verify(row.cookie_digest, parsed[1]):
+        return None
+    if row.ended_at is not None or row.expires_at <= (now or utcnow()):
+        return None
+    return row
+
+
+def auth_of(session: SsoSession) -> Authentication:
+    return Authentication(
+        subject=session.subject, auth_time=int(session.auth_time.timestamp()), acr=session.acr, amr=list(session.amr)
+    )
+
+
+def start(db: Session, runtime: Runtime, auth: Authentication) -> tuple[SsoSession, str]:
+    """A new session and its cookie value (shown once; only its digest is stored)."""
+    secret = secrets.token_urlsafe(32)
+    now = utcnow()
+    row = repository.add(
+        db,
+        SsoSession(
+            sid=secrets.token_urlsafe(24),
+            cookie_digest=runtime.hmac_keys.digest(COOKIE_LABEL, secret),
+            subject=auth.subject,
+            acr=auth.acr,
+            amr=list(auth.amr),
+            auth_time=datetime.fromtimestamp(auth.auth_time, UTC),
+            created_at=now,
+            expires_at=now + timedelta(seconds=runtime.settings.session_ttl),
+        ),
+    )
+    audit.record(db, event=EVENT_START, outcome="success", subject=auth.subject, detail={"acr": auth.acr})
+    return row, f"{row.sid}.{secret}"
+
+
+def merge_amr(first: list[str], second: list[str]) -> list[str]:
+    return list(dict.fromkeys([*first, *second]))
+
+
+def higher_acr(a: str, b: str) -> str:
+    return a if assurance.satisfies(a, b) else b
+
+
+def reauthenticated(db: Session, runtime: Runtime, session: SsoSession, auth: Authentication) -> None:
+    """The same person authenticated again (max_age, prompt=login, step-up): the session keeps its sid and clients;
+    `auth_time` is now, the level is the higher one, the methods are merged."""
+    session.auth_time = datetime.fromtimestamp(auth.auth_time, UTC)
+    session.acr = higher_acr(session.acr, auth.acr)
+    session.amr = merge_amr(list(session.amr), auth.amr)
+    session.expires_at = utcnow() + timedelta(seconds=runtime.settings.session_ttl)
+    db.flush()
+
+
+def signed_in(db: Session, session: SsoSession, client_id: str) -> None:
+    repository.touch_client(db, session, client_id, utcnow())
+
+
+def end(db: Session, runtime: Runtime, session: SsoSession, *, why: str) -> None:
+    """End the session in the caller's transaction: grants revoked, a logout token queued for every portal."""
+    from authsvc.oauth.grants import revoke_session
+    from authsvc.oidc import backchannel
+
+    if session.ended_at is not None:
+        return
+    session.ended_at = utcnow()
+    clients = repository.client_ids(db, session)
+    revoke_session(db, runtime, session.sid)
+    queued = backchannel.enqueue(db, runtime, session, clients)
+    audit.record(
+        db, event=EVENT_END, outcome="success", reason=why, subject=session.subject, detail={"logout_tokens": queued}
+    )
+    db.flush()
