@@ -3,10 +3,21 @@
 from authsvc.audit.models import AuditEvent
 from authsvc.clients.models import OAuthClient
 from authsvc.database import Base
+from authsvc.oauth.models import OAuthGrant, RefreshToken
 from authsvc.registry.models import Card, Cardholder, Terminal
 from authsvc.sessions.models import LogoutDelivery, SsoSession, SsoSessionClient  # noqa: F401 - registered for migrations
 from keys.models import KeyRecord
 
 metadata = Base.metadata
 
-__all__ = ["AuditEvent", "Card", "Cardholder", "KeyRecord", "OAuthClient", "Terminal", "metadata"]
+__all__ = [
+    "AuditEvent",
+    "Card",
+    "Cardholder",
+    "KeyRecord",
+    "OAuthClient",
+    "OAuthGrant",
+    "RefreshToken",
+    "Terminal",
+    "metadata",
+]
