@@ -53,7 +53,7 @@ class AbortBody(_Strict):
         return self
 
 
-def _parse(model: type[M], body: bytes, *, empty_ok: bool = False) -> M:
+def parse_body(model: type[M], body: bytes, *, empty_ok: bool = False) -> M:
     if empty_ok and not body.strip():
         body = b"{}"
     try:
@@ -63,11 +63,25 @@ def _parse(model: type[M], body: bytes, *, empty_ok: bool = False) -> M:
         raise Problem(400, "invalid_request", where or "malformed body") from None
 
 
-def _refused(exc: Refused) -> Problem:
+def evidence_from(body: bytes) -> CardEvidence:
+    """The card's answers from a completion body (the kiosk's and the browser helper's are the same)."""
+    parsed = parse_body(CompleteBody, body)
+    try:
+        return CardEvidence(
+            ef05=b64url_decode(parsed.ef05),
+            ef06=b64url_decode(parsed.ef06),
+            response=b64url_decode(parsed.response),
+            certificate=b64url_decode(parsed.certificate) if parsed.certificate else None,
+        )
+    except ValueError:
+        raise Problem(400, "invalid_request", "a field is not valid base64url") from None
+
+
+def refused(exc: Refused) -> Problem:
     return Problem(STATUS.get(exc.reason, 422), exc.reason, exc.detail)
 
 
-def _throttled(exc: Throttled) -> Problem:
+def throttled(exc: Throttled) -> Problem:
     return Problem(429, "throttled", str(exc), headers={"Retry-After": str(exc.retry_after)})
 
 
@@ -81,11 +95,11 @@ class StartAnswer(BaseModel):
 def start(
     terminal: AuthenticatedTerminal, runtime: RuntimeDep, session: DbSession, body: RawBody
 ) -> StartAnswer | JSONResponse:
-    _parse(StartBody, body, empty_ok=True)
+    parse_body(StartBody, body, empty_ok=True)
     try:
         pending = service.start_login(runtime, session, terminal)
     except Throttled as exc:
-        return problems.response(_throttled(exc))
+        return problems.response(throttled(exc))
     return StartAnswer(
         login_id=pending.login_id, challenge=b64url(pending.challenge), expires_in=runtime.settings.challenge_ttl
     )
@@ -118,23 +132,14 @@ def complete(
     body: RawBody,
     response: Response,
 ) -> LoginAnswer | JSONResponse:
-    parsed = _parse(CompleteBody, body)
-    try:
-        evidence = CardEvidence(
-            ef05=b64url_decode(parsed.ef05),
-            ef06=b64url_decode(parsed.ef06),
-            response=b64url_decode(parsed.response),
-            certificate=b64url_decode(parsed.certificate) if parsed.certificate else None,
-        )
-    except ValueError:
-        raise Problem(400, "invalid_request", "a field is not valid base64url") from None
+    evidence = evidence_from(body)
     # Refusals are returned, not raised, so that the unit of work commits their audit events.
     try:
         result = service.complete_login(runtime, session, terminal, login_id, evidence)
     except Refused as exc:
-        return problems.response(_refused(exc))
+        return problems.response(refused(exc))
     except Throttled as exc:
-        return problems.response(_throttled(exc))
+        return problems.response(throttled(exc))
     response.headers["Cache-Control"] = "no-store"
     return LoginAnswer(
         access_token=result.tokens.access_token,
@@ -150,7 +155,7 @@ def complete(
 def abort(
     login_id: str, terminal: AuthenticatedTerminal, runtime: RuntimeDep, session: DbSession, body: RawBody
 ) -> Response:
-    parsed = _parse(AbortBody, body)
+    parsed = parse_body(AbortBody, body)
     try:
         service.abort_login(
             runtime,
@@ -162,5 +167,5 @@ def abort(
             card_number=parsed.card_number,
         )
     except Refused as exc:
-        return problems.response(_refused(exc))
+        return problems.response(refused(exc))
     return Response(status_code=204)

@@ -1,0 +1,191 @@
+"""Pending browser logins: one per authorization request that needs the citizen to authenticate.
+
+`/authorize` creates one and sends the browser to the login page; an authenticator (the card through
+`sscard helper` now; a phone app scanning a QR code or a face check later) proves its factors and calls `complete`;
+the page polls `status` and, once done, continues to `finish`, which hands the request and the authentication back
+exactly once. A pending login is bound to the browser that started it by a random cookie (only its hash is kept).
+
+Shared-store keys, each one written and read on its own (so `put/get/take/add` suffice, also on Redis Cluster):
+  pending:req:<id>             the request (put at creation, taken by `finish`)
+  pending:chal:<id>:<method>   an authenticator's current single-use challenge (put per attempt, taken to verify)
+  pending:done:<id>            the authentication (add: the first completion wins; taken by `finish`)
+  pending:fail:<id>            the last refusal, for the page to show (put)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from authsvc.sessions.service import higher_acr, merge_amr
+from authsvc.store import Store
+from authsvc.tokens import assurance
+from authsvc.tokens.issuing import Authentication
+
+BROWSER_COOKIE = "sscard_login"
+_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+# Time the browser has, after the authenticator finished, to come back for its code.
+MIN_RESULT_TTL = 30
+
+
+@dataclass(frozen=True)
+class LoginRequest:
+    """The validated authorization request, and what the login page needs to show."""
+
+    client_id: str
+    client_name: str
+    redirect_uri: str
+    scope: list[str]
+    code_challenge: str
+    acr: str  # the level the login must reach
+    locale: str
+    state: str | None = None
+    nonce: str | None = None
+    dpop_jkt: str | None = None
+    # Step-up: the browser's session already proved this person (at a lower level). Only the missing factors are
+    # asked, and an authenticator that proves somebody else is refused.
+    subject: str | None = None
+    amr: list[str] = field(default_factory=list)
+    session_acr: str | None = None
+
+    @property
+    def step_up(self) -> bool:
+        return self.subject is not None
+
+
+@dataclass(frozen=True)
+class PendingLogin:
+    login_id: str
+    request: LoginRequest
+    browser: str  # SHA-256 (hex) of the browser's binding cookie
+    expires_at: int
+
+    def seconds_left(self, now: float | None = None) -> int:
+        return max(0, self.expires_at - int(time.time() if now is None else now))
+
+
+class CompletionRefused(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def valid_id(login_id: str) -> bool:
+    return bool(_ID.fullmatch(login_id))
+
+
+def new_browser_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def create(store: Store, request: LoginRequest, browser_secret: str, ttl: int) -> PendingLogin:
+    pending = PendingLogin(secrets.token_urlsafe(24), request, _hash(browser_secret), int(time.time()) + ttl)
+    doc = {"request": asdict(request), "browser": pending.browser, "expires_at": pending.expires_at}
+    store.put(f"pending:req:{pending.login_id}", json.dumps(doc).encode(), ttl)
+    return pending
+
+
+def get(store: Store, login_id: str) -> PendingLogin | None:
+    if not valid_id(login_id):
+        return None
+    raw = store.get(f"pending:req:{login_id}")
+    return None if raw is None else _decode(login_id, raw)
+
+
+def _decode(login_id: str, raw: bytes) -> PendingLogin:
+    doc = json.loads(raw)
+    return PendingLogin(login_id, LoginRequest(**doc["request"]), doc["browser"], int(doc["expires_at"]))
+
+
+def bound_to(pending: PendingLogin, browser_secret: str | None) -> bool:
+    """Whether this browser started the login (constant-time)."""
+    return bool(browser_secret) and hmac.compare_digest(pending.browser, _hash(browser_secret or ""))
+
+
+# -- authenticators ---------------------------------------------------------------------------------------
+
+
+def put_challenge(store: Store, pending: PendingLogin, method: str, challenge: bytes, ttl: int) -> None:
+    """A fresh challenge for one attempt of `method`; it replaces any earlier one, so older answers are void."""
+    store.put(f"pending:chal:{pending.login_id}:{method}", challenge, max(1, min(ttl, pending.seconds_left())))
+
+
+def take_challenge(store: Store, login_id: str, method: str) -> bytes | None:
+    """Spend the challenge: whatever the attempt's outcome, it is never usable twice."""
+    if not valid_id(login_id):
+        return None
+    return store.take(f"pending:chal:{login_id}:{method}")
+
+
+def complete(store: Store, login_id: str, auth: Authentication, *, method: str) -> Authentication:
+    """Record that an authenticator proved `auth` for this login, after it checked its own factors.
+
+    Returns the authentication the login reached (on a step-up, the session's factors plus the new ones). Raises
+    CompletionRefused: unknown or expired login, another person than the session's, a level still too low, or a
+    login completed already (of two concurrent completions only one succeeds).
+    """
+    pending = get(store, login_id)
+    if pending is None:
+        raise CompletionRefused("login_unknown", "no such login is pending (expired or already used)")
+    request = pending.request
+    if request.subject is not None:
+        if not hmac.compare_digest(request.subject.encode(), auth.subject.encode()):
+            raise CompletionRefused("subject_mismatch", "this is not the person signed in to this browser")
+        auth = Authentication(
+            subject=auth.subject,
+            auth_time=auth.auth_time,
+            acr=higher_acr(request.session_acr or auth.acr, auth.acr),
+            amr=merge_amr(request.amr, auth.amr),
+        )
+    if not assurance.satisfies(auth.acr, request.acr):
+        raise CompletionRefused("insufficient_level", f"the portal asks for {request.acr}; this reached {auth.acr}")
+    doc = {"auth": asdict(auth), "method": method}
+    if not store.add(f"pending:done:{login_id}", json.dumps(doc).encode(), max(MIN_RESULT_TTL, pending.seconds_left())):
+        raise CompletionRefused("login_completed", "this login has been completed already")
+    return auth
+
+
+def fail(store: Store, pending: PendingLogin, reason: str, extra: dict[str, Any] | None = None) -> None:
+    """Tell the waiting page why the last attempt failed (it may try again while the login is pending)."""
+    doc = {"reason": reason, **(extra or {})}
+    store.put(f"pending:fail:{pending.login_id}", json.dumps(doc).encode(), max(1, pending.seconds_left()))
+
+
+def status(store: Store, pending: PendingLogin) -> dict[str, Any]:
+    if store.get(f"pending:done:{pending.login_id}") is not None:
+        return {"status": "done"}
+    failed = store.get(f"pending:fail:{pending.login_id}")
+    if failed is not None:
+        return {"status": "pending", "last_failure": json.loads(failed)}
+    return {"status": "pending"}
+
+
+def finish(store: Store, login_id: str) -> tuple[PendingLogin, Authentication, str] | None:
+    """The request, the authentication and the method, once: the result is taken first, so of two continuing
+    tabs only one gets it; then the request."""
+    if not valid_id(login_id):
+        return None
+    done = store.take(f"pending:done:{login_id}")
+    if done is None:
+        return None
+    raw = store.take(f"pending:req:{login_id}")
+    if raw is None:
+        return None
+    result = json.loads(done)
+    return _decode(login_id, raw), Authentication(**result["auth"]), result["method"]
+
+
+def cancel(store: Store, login_id: str) -> bool:
+    """The citizen gave up: the request is gone, so no authenticator can complete it any more."""
+    return valid_id(login_id) and store.take(f"pending:req:{login_id}") is not None
