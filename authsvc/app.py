@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -48,11 +51,27 @@ class ServerTiming:
         await self.app(scope, receive, timed)
 
 
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Every worker runs the back-channel logout delivery loop; they share the outbox (authsvc/oidc/backchannel.py)."""
+    from authsvc.oidc.backchannel import delivery_loop
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(delivery_loop(app.state.runtime, stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
     if runtime is None:
         assert settings is not None
         runtime = Runtime(settings)
-    app = FastAPI(title="sscard authentication service", version="0.1.0", docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="sscard authentication service", version="0.1.0", docs_url=None, redoc_url=None, lifespan=_lifespan
+    )
     app.state.runtime = runtime
     problems.install(app)
     app.add_middleware(ServerTiming)

@@ -209,6 +209,15 @@ def cmd_keys_list(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_logout_deliver(_args: argparse.Namespace) -> int:
+    from authsvc.oidc.backchannel import deliver_due
+
+    with _admin() as (runtime, _):
+        report = deliver_due(runtime)
+    print(f"back-channel logout: {report.delivered} delivered, {report.retrying} to retry, {report.failed} given up")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from authsvc.demo import run_demo
 
@@ -276,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(keys, "rotate", cmd_keys_rotate, "activate the next signing key, retire the active one, publish a new next")
     p.add_argument("--force", action="store_true", help="rotate even if the next key was published only just now")
     add(keys, "list", cmd_keys_list, "list key material (never the secrets)")
+
+    lo = sub.add_parser("logout", help="back-channel logout").add_subparsers(dest="lo", required=True)
+    add(lo, "deliver", cmd_logout_deliver, "attempt the due back-channel logout deliveries once (the service retries)")
 
     p = add(sub, "demo", cmd_demo, "embedded demo: service, software card, real PC/SC kiosk login")
     p.add_argument("--port", type=int, default=8000)
