@@ -218,6 +218,99 @@ def cmd_logout_deliver(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _client_command(run: Callable[[Runtime, Session], None]) -> int:
+    from authsvc.clients.service import ClientError
+
+    try:
+        with _admin() as (runtime, session):
+            run(runtime, session)
+    except ClientError as exc:
+        raise CommandError(exc.detail) from exc
+    return 0
+
+
+def cmd_client_add(args: argparse.Namespace) -> int:
+    from authsvc.clients import service
+    from authsvc.clients.models import SubjectType
+    from authsvc.oauth import scopes
+
+    spec = service.ClientSpec(name=args.name, redirect_uris=args.redirect_uri or [])
+    spec.post_logout_redirect_uris = args.post_logout_redirect_uri or []
+    spec.auth_method = args.auth_method
+    if args.jwks:
+        try:
+            spec.jwks = service.jwks_from_file(Path(args.jwks).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise CommandError(f"cannot read {args.jwks}: {exc}") from exc
+    spec.jwks_uri = args.jwks_uri
+    if args.scope is not None:
+        spec.scopes = scopes.parse(args.scope)
+    if args.acr:
+        spec.acr_values = args.acr
+    if args.grant:
+        spec.grant_types = args.grant
+    spec.ssn_min_acr = args.ssn_min_acr
+    spec.fapi, spec.require_dpop, spec.may_introspect = args.fapi, args.dpop, args.introspect
+    if args.pairwise:
+        spec.subject_type = SubjectType.PAIRWISE
+        spec.sector_identifier = args.sector_identifier
+    elif args.sector_identifier:
+        raise CommandError("--sector-identifier goes with --pairwise")
+    spec.backchannel_logout_uri = args.backchannel_logout_uri
+
+    def run(runtime: Runtime, session: Session) -> None:
+        client, secret = service.register(session, runtime.hmac_keys, spec, actor="cli")
+        print(json.dumps(service.describe(client), indent=2, ensure_ascii=False))
+        if secret is not None:
+            print(f"client_secret: {secret}")
+            print("(shown once: only a keyed digest is stored; `authsvc client rotate-secret` makes a new one)")
+
+    return _client_command(run)
+
+
+def cmd_client_list(_args: argparse.Namespace) -> int:
+    from authsvc.clients import service
+
+    def run(_runtime: Runtime, session: Session) -> None:
+        print(json.dumps([service.describe(c) for c in service.list_all(session)], indent=2, ensure_ascii=False))
+
+    return _client_command(run)
+
+
+def cmd_client_show(args: argparse.Namespace) -> int:
+    from authsvc.clients import service
+
+    def run(_runtime: Runtime, session: Session) -> None:
+        client = service.get(session, args.client_id)
+        if client is None:
+            raise CommandError(f"no client {args.client_id!r}")
+        print(json.dumps(service.describe(client), indent=2, ensure_ascii=False))
+
+    return _client_command(run)
+
+
+def cmd_client_disable(args: argparse.Namespace) -> int:
+    from authsvc.clients import service
+    from authsvc.clients.models import ClientStatus
+
+    def run(_runtime: Runtime, session: Session) -> None:
+        service.set_status(session, args.client_id, ClientStatus.DISABLED, actor="cli")
+        print(f"client {args.client_id} is disabled (every worker refuses it within SSCARD_KEY_CACHE_SECONDS)")
+
+    return _client_command(run)
+
+
+def cmd_client_rotate_secret(args: argparse.Namespace) -> int:
+    from authsvc.clients import service
+
+    def run(runtime: Runtime, session: Session) -> None:
+        secret = service.rotate_secret(session, runtime.hmac_keys, args.client_id, actor="cli")
+        print(f"client_secret: {secret}")
+        print("(shown once; the old secret stops working within SSCARD_KEY_CACHE_SECONDS)")
+
+    return _client_command(run)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from authsvc.demo import run_demo
 
@@ -288,6 +381,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     lo = sub.add_parser("logout", help="back-channel logout").add_subparsers(dest="lo", required=True)
     add(lo, "deliver", cmd_logout_deliver, "attempt the due back-channel logout deliveries once (the service retries)")
+
+    cl = sub.add_parser("client", help="OAuth clients (portals, back ends, resource servers)").add_subparsers(
+        dest="cl", required=True
+    )
+    p = add(cl, "add", cmd_client_add, "register a client; prints its registration, and its secret once")
+    p.add_argument("--name", required=True, help="shown to citizens on the login page")
+    p.add_argument("--redirect-uri", action="append", help="exact redirect URI (repeatable)")
+    p.add_argument("--post-logout-redirect-uri", action="append", help="(repeatable)")
+    p.add_argument("--auth-method", choices=["private_key_jwt", "client_secret_basic"], default="private_key_jwt")
+    keys_from = p.add_mutually_exclusive_group()
+    keys_from.add_argument("--jwks", metavar="FILE", help="the client's public JWK Set (or one JWK) as JSON")
+    keys_from.add_argument("--jwks-uri", metavar="URL", help="where the client publishes its JWK Set")
+    p.add_argument("--scope", help="space-delimited scopes the client may ask for (default: openid profile)")
+    p.add_argument(
+        "--acr", action="append", help="assurance level the client may ask for (repeatable; first is default)"
+    )
+    p.add_argument(
+        "--grant",
+        action="append",
+        choices=["authorization_code", "refresh_token", "client_credentials"],
+        help="grant type (repeatable; default: authorization_code and refresh_token)",
+    )
+    p.add_argument("--ssn-min-acr", help="lowest level at which the social security number is released (ssn scope)")
+    p.add_argument("--fapi", action="store_true", help="FAPI 2.0: PAR, DPoP and private_key_jwt required")
+    p.add_argument("--dpop", action="store_true", help="DPoP-bound tokens required")
+    p.add_argument("--pairwise", action="store_true", help="pairwise subject identifiers")
+    p.add_argument("--sector-identifier", help="sector of a pairwise client (default: its redirect URIs' host)")
+    p.add_argument("--backchannel-logout-uri")
+    p.add_argument("--introspect", action="store_true", help="a resource server: may call token introspection")
+    add(cl, "list", cmd_client_list, "list registered clients")
+    p = add(cl, "show", cmd_client_show, "show a client's registration")
+    p.add_argument("client_id")
+    p = add(cl, "disable", cmd_client_disable, "disable a client (its tokens stop working too)")
+    p.add_argument("client_id")
+    p = add(cl, "rotate-secret", cmd_client_rotate_secret, "replace a client_secret_basic client's secret")
+    p.add_argument("client_id")
 
     p = add(sub, "demo", cmd_demo, "embedded demo: service, software card, real PC/SC kiosk login")
     p.add_argument("--port", type=int, default=8000)

@@ -31,7 +31,7 @@ MAX_PROOF = 8192
 IAT_LEEWAY = 5  # seconds a client's clock may run ahead
 MAX_JTI = 256
 # What each accepted algorithm may be used with: (kty, crv); RSA keys are at least 2048 bits.
-_KEY_TYPES = {"ES256": ("EC", "P-256"), "PS256": ("RSA", None), "EdDSA": ("OKP", "Ed25519")}
+KEY_TYPES = {"ES256": ("EC", "P-256"), "PS256": ("RSA", None), "EdDSA": ("OKP", "Ed25519")}
 _THUMBPRINT_MEMBERS = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"), "OKP": ("crv", "kty", "x")}
 _PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
 
@@ -171,7 +171,7 @@ class DPoP:
         jwk = header.get("jwk")
         if not isinstance(jwk, dict) or _PRIVATE_MEMBERS & set(jwk):
             raise DPoPError("invalid_dpop_proof", "the jwk header must be a public key")
-        kty, crv = _KEY_TYPES[alg]
+        kty, crv = KEY_TYPES[alg]
         if jwk.get("kty") != kty or (crv is not None and jwk.get("crv") != crv):
             raise DPoPError("invalid_dpop_proof", f"{alg} needs a {crv or kty} key")
         try:

@@ -110,6 +110,7 @@ class Rotated:
 @dataclass(frozen=True)
 class Refused:
     description: str
+    error: str = "invalid_grant"
 
 
 def live(grant: OAuthGrant, now: datetime) -> bool:
@@ -117,10 +118,17 @@ def live(grant: OAuthGrant, now: datetime) -> bool:
 
 
 def rotate(
-    db: Session, runtime: Runtime, value: str, *, client_id: str, now: datetime | None = None
+    db: Session,
+    runtime: Runtime,
+    value: str,
+    *,
+    client_id: str,
+    scope: list[str] | None = None,
+    now: datetime | None = None,
 ) -> Rotated | Refused:
-    """Spend a refresh token and issue its successor. Refusals are returned, not raised, so that the caller's unit
-    of work commits a revocation for reuse."""
+    """Spend a refresh token and issue its successor. `scope`, when asked, must be within the grant's (checked
+    before anything is spent). Refusals are returned, not raised, so that the caller's unit of work commits a
+    revocation for reuse."""
     now = now or utcnow()
     found = find_refresh_token(db, runtime, value)
     if found is None:
@@ -129,6 +137,8 @@ def rotate(
     if grant.client_id != client_id:
         # Not this client's: no state change (the caller may be probing), and nothing said about whose it is.
         return Refused("unknown refresh token")
+    if scope and not set(scope) <= set(grant.scope.split()):
+        return Refused("the requested scope exceeds the grant's", "invalid_scope")
     if token.used_at is None and live(grant, now) and token.expires_at > now:
         spent = db.execute(
             update(RefreshToken)
