@@ -1,4 +1,4 @@
-"""`sscard`: run a software card, list readers, log in at a kiosk."""
+"""`sscard`: run a software card, list readers, log in at a kiosk, sign in from a browser."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
+from card import helper as card_helper
 from card import kiosk as kiosk_client
 from card import reader as pcsc
 from card.application import SoftCard
@@ -71,6 +72,23 @@ def _parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds to wait for a card and for each service request (default 10)",
     )
+
+    helper = sub.add_parser(
+        "helper",
+        help="sign in from a browser with the card (desktop helper for the login page)",
+        description="Serve the service's login page on 127.0.0.1: when the page asks, show the portal's name, ask "
+        "the PIN, have the card sign the login's challenge bound to the page's origin, and send it to the service. "
+        f"The PIN comes from --pin-file, else from ${card_helper.PIN_ENV} (automation), else from this terminal.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    helper.add_argument("--service", required=True, metavar="URL", help="the service's base URL (its issuer)")
+    helper.add_argument(
+        "--port", type=int, default=card_helper.DEFAULT_PORT, help=f"loopback port (default {card_helper.DEFAULT_PORT})"
+    )
+    helper.add_argument("--reader", default=DEFAULT_READER, help=f'reader name (default "{DEFAULT_READER}")')
+    helper.add_argument("--pin-file", metavar="FILE", help="read the PIN from the first line of FILE (automation)")
+    helper.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds to wait for a card (30)")
 
     sub.add_parser(
         "readers", help="list the PC/SC readers", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -140,6 +158,36 @@ def _login(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _helper(args: argparse.Namespace) -> int:
+    if not args.service.startswith(("http://", "https://")):
+        return _fail("helper", f"--service must be an http(s) URL, got {args.service!r}", EXIT_USAGE)
+    config = card_helper.HelperConfig(
+        service=args.service.rstrip("/"),
+        reader=args.reader,
+        pin=card_helper.pin_source(args.pin_file),
+        port=args.port,
+        timeout=args.timeout,
+    )
+    try:
+        server = card_helper.HelperServer(config)
+    except OSError as exc:
+        return _fail("helper", f"cannot listen on 127.0.0.1:{args.port}: {exc.strerror or exc}", EXIT_USAGE)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(
+        f"sscard helper: listening on http://127.0.0.1:{args.port} for the login page of {config.origin}",
+        file=sys.stderr,
+        flush=True,
+    )
+    with server:
+        server.serve_forever()
+    return EXIT_OK
+
+
 def _readers(args: argparse.Namespace) -> int:
     try:
         names = pcsc.list_readers()
@@ -159,5 +207,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s"
     )
-    handlers = {"emulate": _emulate, "login": _login, "readers": _readers}
+    handlers = {"emulate": _emulate, "login": _login, "helper": _helper, "readers": _readers}
     return handlers[args.command](args)

@@ -142,7 +142,7 @@ def kiosk_client(
 # -- talking to the service ----------------------------------------------------------------------------------
 
 
-def _refusal(response: httpx.Response) -> LoginFailed:
+def refusal(response: httpx.Response) -> LoginFailed:
     reason, detail = None, None
     try:
         problem = response.json()
@@ -168,7 +168,7 @@ def _refusal(response: httpx.Response) -> LoginFailed:
     return LoginFailed(reason, message, EXIT_REFUSED)
 
 
-def _post(client: httpx.Client, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+def post_json(client: httpx.Client, path: str, payload: dict[str, Any]) -> dict[str, Any]:
     body = json.dumps(payload, separators=(",", ":")).encode()
     try:
         response = client.post(path, content=body, headers=_JSON)
@@ -177,7 +177,7 @@ def _post(client: httpx.Client, path: str, payload: dict[str, Any]) -> dict[str,
     except httpx.TransportError as exc:
         raise LoginFailed("service_unreachable", f"service unreachable: {exc}", EXIT_SERVICE) from exc
     if not response.is_success:
-        raise _refusal(response)
+        raise refusal(response)
     if response.status_code == 204 or not response.content:
         return {}
     try:
@@ -202,7 +202,7 @@ def _started(answer: dict[str, Any]) -> tuple[str, bytes]:
     return login_id, raw
 
 
-def _abort(client: httpx.Client, path: str, reason: str, tries_left: int | None, card_number: str | None) -> None:
+def report_abort(client: httpx.Client, path: str, reason: str, tries_left: int | None, card_number: str | None) -> None:
     payload: dict[str, Any] = {"reason": reason}
     if tries_left is not None:
         payload["tries_left"] = tries_left
@@ -210,28 +210,27 @@ def _abort(client: httpx.Client, path: str, reason: str, tries_left: int | None,
         payload["card_number"] = card_number
     # Best effort: the failure the citizen sees is the card's, not this one.
     with contextlib.suppress(LoginFailed):
-        _post(client, path, payload)
+        post_json(client, path, payload)
 
 
 # -- the login -------------------------------------------------------------------------------------------
 
 
-def _card_side(
-    session: CardSession, kiosk: KioskConfig, challenge: bytes, pin: str, seen: dict[str, str]
-) -> dict[str, str]:
+def card_side(session: CardSession, context: bytes, challenge: bytes, pin: str, seen: dict[str, str]) -> dict[str, str]:
+    """The card's answers for a completion body; `seen` gets the card number as soon as it is read."""
     session.select()
     ef05, identification = session.read_identification()
     seen["card_number"] = identification.card_number
     ef06, _ = session.read_holder()
     session.verify_pin(pin)
-    response = session.internal_authenticate(challenge, kiosk_context(kiosk.terminal_id))
+    response = session.internal_authenticate(challenge, context)
     body = {"ef05": b64url(ef05), "ef06": b64url(ef06), "response": b64url(response)}
     if identification.generation == 3:
         body["certificate"] = b64url(session.read_certificate())
     return body
 
 
-def _classify(exc: CardStatusError | pcsc.ReaderError) -> tuple[str, LoginFailed]:
+def classify(exc: CardStatusError | pcsc.ReaderError) -> tuple[str, LoginFailed]:
     """The abort reason for the service and the LoginFailed for the caller, for a card-side failure."""
     if isinstance(exc, WrongPin):
         return "pin_wrong", LoginFailed("pin_wrong", str(exc), EXIT_CARD, tries_left=exc.tries_left)
@@ -247,8 +246,19 @@ def _classify(exc: CardStatusError | pcsc.ReaderError) -> tuple[str, LoginFailed
     return "cancelled", LoginFailed("card_error", str(exc), EXIT_CARD)
 
 
-def _open_reader(reader_name: str, timeout: float) -> pcsc.Reader:
+def open_pcsc_reader(reader_name: str, timeout: float) -> pcsc.Reader:
     return pcsc.connect(reader_name, timeout=timeout)
+
+
+def connect_reader(open_reader: Callable[[str, float], pcsc.Reader], reader_name: str, timeout: float) -> pcsc.Reader:
+    try:
+        return open_reader(reader_name, timeout)
+    except pcsc.ReaderMissing as exc:
+        raise LoginFailed("reader_missing", str(exc), EXIT_READER) from exc
+    except pcsc.NoCard as exc:
+        raise LoginFailed("no_card", str(exc), EXIT_READER) from exc
+    except pcsc.ReaderError as exc:
+        raise LoginFailed("reader_error", str(exc), EXIT_READER) from exc
 
 
 def login(
@@ -259,7 +269,7 @@ def login(
     *,
     timeout: float = 10.0,
     transport: httpx.BaseTransport | None = None,
-    open_reader: Callable[[str, float], pcsc.Reader] = _open_reader,
+    open_reader: Callable[[str, float], pcsc.Reader] = open_pcsc_reader,
 ) -> dict[str, Any]:
     """Log the card holder in; the service's answer plus `"apdus"` (APDUs exchanged with the card).
 
@@ -267,26 +277,19 @@ def login(
     """
     if not is_valid_pin(pin):
         raise LoginFailed("invalid_pin", "a PIN is 4 to 12 digits", EXIT_USAGE)
-    try:
-        card_reader = open_reader(reader_name, timeout)
-    except pcsc.ReaderMissing as exc:
-        raise LoginFailed("reader_missing", str(exc), EXIT_READER) from exc
-    except pcsc.NoCard as exc:
-        raise LoginFailed("no_card", str(exc), EXIT_READER) from exc
-    except pcsc.ReaderError as exc:
-        raise LoginFailed("reader_error", str(exc), EXIT_READER) from exc
+    card_reader = connect_reader(open_reader, reader_name, timeout)
     with card_reader, kiosk_client(service_url, kiosk, timeout=timeout, transport=transport) as client:
-        login_id, challenge = _started(_post(client, "/v1/kiosk/logins", {}))
+        login_id, challenge = _started(post_json(client, "/v1/kiosk/logins", {}))
         base = f"/v1/kiosk/logins/{login_id}"
         seen: dict[str, str] = {}
         try:
-            body = _card_side(CardSession(card_reader), kiosk, challenge, pin, seen)
+            body = card_side(CardSession(card_reader), kiosk_context(kiosk.terminal_id), challenge, pin, seen)
         except (CardStatusError, pcsc.ReaderError) as exc:
-            abort_reason, failure = _classify(exc)
-            _abort(client, f"{base}/abort", abort_reason, failure.tries_left, seen.get("card_number"))
+            abort_reason, failure = classify(exc)
+            report_abort(client, f"{base}/abort", abort_reason, failure.tries_left, seen.get("card_number"))
             raise failure from exc
         except KeyboardInterrupt:
-            _abort(client, f"{base}/abort", "cancelled", None, seen.get("card_number"))
+            report_abort(client, f"{base}/abort", "cancelled", None, seen.get("card_number"))
             raise
-        answer = _post(client, f"{base}/complete", body)
+        answer = post_json(client, f"{base}/complete", body)
     return {**answer, "apdus": card_reader.apdu_count}
