@@ -98,7 +98,7 @@ def login_continue(login_id: str, request: Request, runtime: RuntimeDep, db: DbS
         sessions.reauthenticated(db, runtime, session, auth)
     else:
         if session is not None:  # another person signs in on this browser: the previous one is signed out
-            sessions.end(db, runtime, session, why="replaced")
+            sessions.end(db, runtime, session, why="replaced")  # first: it plans before it writes
         session, cookie = sessions.start(db, runtime, auth)
     response = respond_with_code(db, runtime, session, login.request, silent=False)
     if cookie is not None:

@@ -37,36 +37,41 @@ HTTP_TIMEOUT = 5.0
 log = logging.getLogger("sscard.logout")
 
 
-def enqueue(db: Session, runtime: Runtime, session: SsoSession, client_ids: list[str]) -> int:
-    """Queue a logout token for every client of the session that has a back-channel logout URI."""
+def plan(db: Session, runtime: Runtime, session: SsoSession, client_ids: list[str]) -> list[LogoutDelivery]:
+    """The deliveries for every client of the session that has a back-channel logout URI, not yet added.
+
+    Called before the transaction writes anything: a pairwise subject may need its HMAC key created, in a
+    transaction of its own, which SQLite (one writer) would block behind ours."""
     if not client_ids:
-        return 0
+        return []
     query = select(OAuthClient).where(
         OAuthClient.client_id.in_(client_ids), OAuthClient.backchannel_logout_uri.is_not(None)
     )
-    queued = 0
     now = utcnow()
-    for client in db.scalars(query.order_by(OAuthClient.id)):
-        claims = {
-            "aud": client.client_id,
-            "sub": subject_for(client, session.subject, runtime.hmac_keys),
-            "sid": session.sid,
-            "jti": secrets.token_urlsafe(16),
-        }
-        db.add(
-            LogoutDelivery(
-                client_id=client.client_id,
-                uri=client.backchannel_logout_uri,
-                claims=claims,
-                status=DeliveryStatus.PENDING,
-                attempts=0,
-                next_attempt_at=now,
-                created_at=now,
-            )
+    return [
+        LogoutDelivery(
+            client_id=client.client_id,
+            uri=client.backchannel_logout_uri,
+            claims={
+                "aud": client.client_id,
+                "sub": subject_for(client, session.subject, runtime.hmac_keys),
+                "sid": session.sid,
+                "jti": secrets.token_urlsafe(16),
+            },
+            status=DeliveryStatus.PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
         )
-        queued += 1
+        for client in db.scalars(query.order_by(OAuthClient.id))
+    ]
+
+
+def enqueue(db: Session, deliveries: list[LogoutDelivery]) -> int:
+    """Add the planned deliveries to the outbox, in the transaction that ends the session."""
+    db.add_all(deliveries)
     db.flush()
-    return queued
+    return len(deliveries)
 
 
 def logout_token(runtime: Runtime, claims: dict[str, Any], now: int) -> str:

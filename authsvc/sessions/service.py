@@ -118,10 +118,10 @@ def end(db: Session, runtime: Runtime, session: SsoSession, *, why: str) -> None
 
     if session.ended_at is not None:
         return
+    deliveries = backchannel.plan(db, runtime, session, repository.client_ids(db, session))  # before any write
     session.ended_at = utcnow()
-    clients = repository.client_ids(db, session)
     revoke_session(db, runtime, session.sid)
-    queued = backchannel.enqueue(db, runtime, session, clients)
+    queued = backchannel.enqueue(db, deliveries)
     audit.record(
         db, event=EVENT_END, outcome="success", reason=why, subject=session.subject, detail={"logout_tokens": queued}
     )
