@@ -1,0 +1,46 @@
+"""Session rules without I/O: factor merging, levels, the cookie's attributes, and locale choice for the pages."""
+
+from __future__ import annotations
+
+from authsvc.config import Settings
+from authsvc.login.pages import choose_locale, security_headers
+from authsvc.sessions import service
+from authsvc.tokens.assurance import ACR_CARD, ACR_CARD_PIN, ACR_CARD_PIN_FACE
+from card.cryptogram import web_context, web_origin
+
+
+def test_merged_factors_keep_their_order_and_the_higher_level_wins() -> None:
+    assert service.merge_amr(["sc", "pin", "mfa"], ["face", "mfa"]) == ["sc", "pin", "mfa", "face"]
+    assert service.higher_acr(ACR_CARD_PIN, ACR_CARD_PIN_FACE) == ACR_CARD_PIN_FACE
+    assert service.higher_acr(ACR_CARD_PIN_FACE, ACR_CARD) == ACR_CARD_PIN_FACE
+
+
+def test_the_cookie_is_http_only_lax_and_secure_on_https() -> None:
+    spec = service.cookie_spec(Settings(issuer="https://id.example.gov.cn"))
+    assert (spec.httponly, spec.samesite, spec.secure, spec.max_age) == (True, "lax", True, 8 * 3600)
+    assert not service.cookie_spec(Settings(issuer="http://127.0.0.1:8000")).secure
+
+
+def test_malformed_cookies_are_no_session() -> None:
+    for cookie in (None, "", "no-dot", ".secret", "sid.", "x" * 200):
+        assert service._parse(cookie) is None
+    assert service._parse("sid.secret") == ("sid", "secret")
+
+
+def test_locale_from_override_ui_locales_then_accept_language() -> None:
+    assert choose_locale() == "zh-CN"
+    assert choose_locale(ui_locales="fr en-US") == "en"
+    assert choose_locale(accept="fr;q=1, en;q=0.8, zh-CN;q=0.9") == "zh-CN"
+    assert choose_locale(override="en", ui_locales="zh") == "en"
+
+
+def test_the_page_may_talk_to_itself_and_the_helper_only() -> None:
+    csp = security_headers(Settings(helper_url="http://127.0.0.1:5000"))["Content-Security-Policy"]
+    assert "default-src 'self'" in csp and "connect-src 'self' http://127.0.0.1:5000;" in csp
+    assert "frame-ancestors 'none'" in csp
+
+
+def test_the_web_context_is_bound_to_the_serialised_origin() -> None:
+    assert web_origin("HTTPS://ID.Example.gov.cn:443/sso/") == "https://id.example.gov.cn"
+    assert web_origin("http://127.0.0.1:8000/x") == "http://127.0.0.1:8000"
+    assert web_context("https://id.example.gov.cn") != web_context("https://id.example.gov.cn.evil.example")
