@@ -25,7 +25,6 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-COOKIE = "portal_session"
 LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
 
@@ -85,10 +84,12 @@ def create_portal(config: PortalConfig) -> FastAPI:
     provider = Provider(config.issuer)
     app.state.portal = state
     redirect_uri = f"{config.base_url}/callback"
+    # Cookies ignore ports: portals side by side on 127.0.0.1 each need their own cookie name.
+    cookie_name = "portal_" + hashlib.sha256(config.base_url.encode()).hexdigest()[:12]
 
     @app.get("/")
     def home(request: Request) -> Response:
-        who = state.signed_in.get(request.cookies.get(COOKIE, ""))
+        who = state.signed_in.get(request.cookies.get(cookie_name, ""))
         if who is None:
             return _page(config, '<p>Not signed in.</p><p><a id="sign-in" href="/login">Sign in</a></p>')
         return _page(
@@ -117,12 +118,12 @@ def create_portal(config: PortalConfig) -> FastAPI:
             }
         )
         response = RedirectResponse(f"{provider.meta['authorization_endpoint']}?{query}", 303)
-        response.set_cookie(COOKIE, cookie, httponly=True, samesite="lax")
+        response.set_cookie(cookie_name, cookie, httponly=True, samesite="lax")
         return response
 
     @app.get("/callback")
     def callback(request: Request) -> Response:
-        cookie = request.cookies.get(COOKIE, "")
+        cookie = request.cookies.get(cookie_name, "")
         with state.lock:
             flow = state.pending.pop(cookie, None)
         params = request.query_params
@@ -163,7 +164,7 @@ def create_portal(config: PortalConfig) -> FastAPI:
     @app.get("/logout")
     def logout(request: Request) -> Response:
         with state.lock:
-            who = state.signed_in.pop(request.cookies.get(COOKIE, ""), None)
+            who = state.signed_in.pop(request.cookies.get(cookie_name, ""), None)
         if who is None:
             return RedirectResponse("/", 303)
         query = urlencode(
