@@ -54,7 +54,7 @@ def test_other_accepted_algorithms(dpop: DPoP, key: object, alg: str) -> None:
     assert dpop.verify([dpop_proof(key, htu=URL, alg=alg)], method="POST", url=URL) is not None
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:authlib.jose module is deprecated")
 def test_thumbprint_agrees_with_authlib() -> None:
     from authlib.jose import JsonWebKey
 
