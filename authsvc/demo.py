@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import jwt
+import uvicorn
 
 from authsvc.cli import CommandError, prepare
 from authsvc.config import env_for_child, load_settings
@@ -28,6 +29,7 @@ from card.cardfile import CardFile
 
 READER = "Virtual PCD 00 00"
 PCSCD_SOCKET = Path("/run/pcscd/pcscd.comm")
+PORTAL_NAMES = ["社保查询 Benefits portal (demo A)", "医保服务 Health insurance portal (demo B)"]
 DEMO_PEOPLE = [
     # (ssn, name, generation, PIN, 2nd-generation algorithm)
     ("110105199003072813", "张伟", 3, "123456", None),
@@ -95,6 +97,42 @@ def _kiosk(runtime: Runtime, path: Path, base_url: str) -> None:
         service.add_terminal(session, terminal_id="demo-kiosk", region_code="110000", out=path, service=base_url)
 
 
+def _portal_clients(runtime: Runtime, path: Path, bases: list[str]) -> list[tuple[str, str, str]]:
+    """(base URL, client_id, secret) of the demo portals, registered once and kept in var/demo/portals.json."""
+    from authsvc.clients import service as clients
+    from authsvc.clients.models import AuthMethod
+
+    known = json.loads(path.read_text()) if path.exists() else {}
+    out = []
+    with unit_of_work(runtime.sessions) as session:
+        for base, name in zip(bases, PORTAL_NAMES, strict=True):
+            entry = known.get(base)
+            if entry is None or clients.get(session, entry["client_id"]) is None:
+                spec = clients.ClientSpec(
+                    name=name,
+                    auth_method=AuthMethod.CLIENT_SECRET_BASIC,
+                    redirect_uris=[f"{base}/callback"],
+                    post_logout_redirect_uris=[f"{base}/"],
+                    backchannel_logout_uri=f"{base}/backchannel",
+                )
+                client, secret = clients.register(session, runtime.hmac_keys, spec, actor="demo")
+                entry = known[base] = {"client_id": client.client_id, "secret": secret}
+            out.append((base, entry["client_id"], entry["secret"]))
+    path.write_text(json.dumps(known, indent=2))
+    path.chmod(0o600)
+    return out
+
+
+def _start_portals(issuer: str, portals: list[tuple[str, str, str]]) -> list[uvicorn.Server]:
+    from authsvc.demo_portal import PortalConfig, create_portal, serve_in_thread
+
+    servers = []
+    for (base, client_id, secret), name in zip(portals, PORTAL_NAMES, strict=True):
+        app = create_portal(PortalConfig(name, base, issuer, client_id, secret))
+        servers.append(serve_in_thread(app, int(base.rsplit(":", 1)[1])))
+    return servers
+
+
 def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
     for _ in range(200):
         if proc.poll() is not None:
@@ -156,6 +194,8 @@ def run_demo(*, port: int, keep_running: bool) -> int:
         _say(f"cardholder {name[0]}* has a generation-{generation} card {number[:2]}****{number[-3:]} ({path})")
     kiosk = demo_dir / "kiosk.json"
     _kiosk(runtime, kiosk, base_url)
+    portal_bases = [f"http://127.0.0.1:{port + i}" for i in (1, 2)]
+    portals = _portal_clients(runtime, demo_dir / "portals.json", portal_bases)
     runtime.close()
     ensure_pcscd()
 
@@ -164,6 +204,7 @@ def run_demo(*, port: int, keep_running: bool) -> int:
     server = subprocess.Popen(  # noqa: S603
         [sys.executable, "-m", "authsvc", "serve", "--port", str(port), "--log-level", "warning"], env=env
     )
+    servers: list[uvicorn.Server] = []
     try:
         _wait_healthy(base_url, server)
         jwks = jwt.PyJWKClient(f"{base_url}/jwks.json")
@@ -183,6 +224,15 @@ def run_demo(*, port: int, keep_running: bool) -> int:
                 f"ID token verified against {base_url}/jwks.json: sub={claims['sub']} acr={claims['acr']} "
                 f"amr={claims['amr']} ({answer['apdus']} APDUs)"
             )
+        servers += _start_portals(base_url, portals)
+        for base, _, _ in portals:
+            if "Not signed in" not in httpx.get(f"{base}/", timeout=5).text:
+                raise CommandError(f"the demo portal at {base} does not answer")
+        card3 = cards[0][0]
+        _say(
+            f"browser sign-on: open {portal_bases[0]}/ and {portal_bases[1]}/ in a browser on this machine; insert the "
+            f"card with `sscard emulate {card3}` and run `sscard helper --service {base_url}` (PIN {cards[0][1]})"
+        )
         if keep_running:
             _say(
                 f"the service keeps running at {base_url} (discovery: {base_url}/.well-known/openid-configuration);"
@@ -192,6 +242,8 @@ def run_demo(*, port: int, keep_running: bool) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        for portal in servers:
+            portal.should_exit = True
         if server.poll() is None:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=15)
