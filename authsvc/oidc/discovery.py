@@ -49,7 +49,6 @@ def metadata(issuer: str) -> dict[str, Any]:
         "grant_types_supported": [g.value for g in GrantType],
         "subject_types_supported": ["public", "pairwise"],
         "id_token_signing_alg_values_supported": [ALGORITHM],
-        "userinfo_signing_alg_values_supported": [],
         "acr_values_supported": list(LEVELS),
         "claims_supported": [
             "iss",
