@@ -39,6 +39,13 @@ def web_origin(url: str) -> str:
     scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
     if scheme not in ("http", "https") or not host:
         raise ValueError(f"not an http(s) URL: {url!r}")
+    if not host.isascii():
+        # A browser's Origin carries an internationalised name (a .政务 domain, say) in its A-label form; the
+        # helper compares that header with this, and the card's context is computed from this.
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise ValueError(f"not a valid host name: {url!r}") from exc
     if ":" in host:
         host = f"[{host}]"
     port = parts.port

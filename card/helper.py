@@ -130,6 +130,7 @@ def sign(
 class _Handler(BaseHTTPRequestHandler):
     server: HelperServer
     protocol_version = "HTTP/1.1"
+    timeout = 10  # seconds per socket read: a client that stops sending mid-request must not hold a thread forever
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
@@ -176,7 +177,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(403, {"status": "error", "error": "origin_refused"}, cors=False)
             return
         length = self.headers.get("Content-Length", "")
-        if not length.isdigit() or int(length) > MAX_BODY:
+        if not (length.isascii() and length.isdigit()) or int(length) > MAX_BODY:  # "²" is a digit int() refuses
             self._send(413, {"status": "error", "error": "body_too_large"}, cors=True)
             return
         try:

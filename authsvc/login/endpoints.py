@@ -31,7 +31,8 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 def _bound(runtime: Runtime, request: Request, login_id: str) -> pending.PendingLogin | None:
     login = pending.get(runtime.store, login_id)
-    if login is None or not pending.bound_to(login, request.cookies.get(pending.BROWSER_COOKIE)):
+    name = pending.browser_cookie(runtime.settings.issuer.startswith("https://"))
+    if login is None or not pending.bound_to(login, request.cookies.get(name)):
         return None
     return login
 
@@ -92,27 +93,25 @@ def login_continue(login_id: str, request: Request, runtime: RuntimeDep, db: DbS
     if finished is None:
         return _expired(runtime, request)
     login, auth, _method = finished
-    cookie = None
-    session = sessions.current(db, runtime, request.cookies.get(sessions.COOKIE))
+    spec = sessions.cookie_spec(runtime.settings)
+    session = sessions.current(db, runtime, request.cookies.get(spec.name))
     if session is not None and session.subject == auth.subject:
-        sessions.reauthenticated(db, runtime, session, auth)
+        cookie = sessions.reauthenticated(db, runtime, session, auth)  # a new cookie: no fixation across a login
     else:
         if session is not None:  # another person signs in on this browser: the previous one is signed out
             sessions.end(db, runtime, session, why="replaced")  # first: it plans before it writes
         session, cookie = sessions.start(db, runtime, auth)
     response = respond_with_code(db, runtime, session, login.request, silent=False)
-    if cookie is not None:
-        spec = sessions.cookie_spec(runtime.settings)
-        response.set_cookie(
-            spec.name,
-            cookie,
-            max_age=spec.max_age,
-            path=spec.path,
-            secure=spec.secure,
-            httponly=spec.httponly,
-            samesite=spec.samesite,  # type: ignore[arg-type]
-        )
-    response.delete_cookie(pending.BROWSER_COOKIE, path="/login")
+    response.set_cookie(
+        spec.name,
+        cookie,
+        max_age=spec.max_age,
+        path=spec.path,
+        secure=spec.secure,
+        httponly=spec.httponly,
+        samesite=spec.samesite,  # type: ignore[arg-type]
+    )
+    # The login cookie stays (it expires by itself): other tabs may have logins pending under the same secret.
     return response
 
 

@@ -85,6 +85,11 @@ def valid_id(login_id: str) -> bool:
     return bool(_ID.fullmatch(login_id))
 
 
+def browser_cookie(secure: bool) -> str:
+    """The binding cookie's name: "__Host-" on https, so that a sibling subdomain cannot plant a secret it knows."""
+    return ("__Host-" if secure else "") + BROWSER_COOKIE
+
+
 def new_browser_secret() -> str:
     return secrets.token_urlsafe(32)
 

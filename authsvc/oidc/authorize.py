@@ -100,6 +100,16 @@ def respond_with_code(
     )
 
 
+def _printable_client_id(value: str) -> bool:
+    # Checked before the database sees it: PostgreSQL refuses a NUL in a text parameter (an error, not a miss).
+    return 1 <= len(value) <= 64 and value.isascii() and value.isprintable()
+
+
+def _safe_name(name: str) -> str:
+    # RFC 6749 §4.1.2.1: error_description is limited to printable ASCII without '"' and '\\'.
+    return "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "?" for c in name[:40])
+
+
 def _single(value: str | None, name: str) -> str | None:
     if value is None or value == "":
         return None
@@ -150,7 +160,8 @@ def check(client: OAuthClient, params: dict[str, str], *, pushed: bool, locale: 
     max_age_raw = params.get("max_age")
     max_age = None
     if max_age_raw not in (None, ""):
-        if not max_age_raw.isdigit() or len(max_age_raw) > 9:
+        # ASCII digits only: "²" is a digit to str.isdigit() but not to int().
+        if not (max_age_raw.isascii() and max_age_raw.isdigit()) or len(max_age_raw) > 9:
             raise AuthorizeError("invalid_request", "max_age must be a non-negative number of seconds")
         max_age = int(max_age_raw)
     dpop_jkt = params.get("dpop_jkt") or None
@@ -165,7 +176,7 @@ def check(client: OAuthClient, params: dict[str, str], *, pushed: bool, locale: 
         code_challenge=challenge,
         acr=acr,
         locale=locale,
-        state=params.get("state") or None,
+        state=_single(params.get("state"), "state"),
         nonce=_single(params.get("nonce"), "nonce"),
         dpop_jkt=dpop_jkt,
     )
@@ -187,7 +198,7 @@ def authorize(request: Request, runtime: RuntimeDep, db: DbSession) -> Response:
     client_id = query.get("client_id")
     if not client_id or "client_id" in repeated:
         return error_page(s, locale, "invalid_request", "client_id is missing or repeated")
-    client = clients.get(db, client_id)
+    client = clients.get(db, client_id) if _printable_client_id(client_id) else None
     if client is None:
         return error_page(s, locale, "invalid_client", "unknown client")
     if not client.active:
@@ -212,7 +223,7 @@ def authorize(request: Request, runtime: RuntimeDep, db: DbSession) -> Response:
         state = None  # not echoed: it could not be a value the client sent in good faith
     try:
         if repeated and not request_uri:
-            raise AuthorizeError("invalid_request", f"parameter {repeated[0][:40]!r} is repeated")
+            raise AuthorizeError("invalid_request", f"parameter '{_safe_name(repeated[0])}' is repeated")
         checked = check(client, params, pushed=bool(request_uri), locale=locale)
     except AuthorizeError as exc:
         return error_redirect(runtime, redirect_uri, exc, state)
@@ -221,7 +232,7 @@ def authorize(request: Request, runtime: RuntimeDep, db: DbSession) -> Response:
 
 def _proceed(request: Request, runtime: Runtime, db: Session, checked: Checked) -> Response:
     wanted = checked.request
-    session = sessions.current(db, runtime, request.cookies.get(sessions.COOKIE))
+    session = sessions.current(db, runtime, request.cookies.get(sessions.cookie_spec(runtime.settings).name))
     recent = session is not None and (
         checked.max_age is None or int(time.time()) - int(session.auth_time.timestamp()) <= checked.max_age
     )
@@ -235,17 +246,21 @@ def _proceed(request: Request, runtime: Runtime, db: Session, checked: Checked) 
         # Only the level is short: a step-up for the same person, asking only for the missing factors.
         wanted = replace(wanted, subject=session.subject, amr=list(session.amr), session_acr=session.acr)
     s = runtime.settings
-    browser = request.cookies.get(pending.BROWSER_COOKIE)
+    secure = s.issuer.startswith("https://")
+    name = pending.browser_cookie(secure)
+    browser = request.cookies.get(name)
     if not browser or not 32 <= len(browser) <= 64:
         browser = pending.new_browser_secret()
     login = pending.create(runtime.store, wanted, browser, s.pending_login_ttl)
     response = RedirectResponse(f"/login/{login.login_id}", 303, headers={"Cache-Control": "no-store"})
+    # Path "/": the browser must send it back here too, so that a second login started in another tab is bound to
+    # the same secret rather than replacing it (which would orphan the first tab's login).
     response.set_cookie(
-        pending.BROWSER_COOKIE,
+        name,
         browser,
         max_age=s.pending_login_ttl,
-        path="/login",
-        secure=s.issuer.startswith("https://"),
+        path="/",
+        secure=secure,
         httponly=True,
         samesite="lax",
     )

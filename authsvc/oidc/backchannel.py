@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,6 +36,7 @@ LEASE = timedelta(seconds=60)  # a claimed row is hidden from other workers this
 MAX_BACKOFF = timedelta(hours=1)
 HTTP_TIMEOUT = 5.0
 log = logging.getLogger("sscard.logout")
+_clock = time.monotonic  # how long a pass has run (tests replace it)
 
 
 def plan(db: Session, runtime: Runtime, session: SsoSession, client_ids: list[str]) -> list[LogoutDelivery]:
@@ -120,8 +122,12 @@ def backoff(runtime: Runtime, attempts: int) -> timedelta:
 
 def _settle(runtime: Runtime, item: _Claimed, error: str | None, now: datetime, report: Report) -> None:
     with unit_of_work(runtime.sessions) as db:
-        row = db.get(LogoutDelivery, item.id)
-        if row is None:
+        row = db.get(LogoutDelivery, item.id, with_for_update=True)
+        # Fenced: past our lease another worker may have claimed the row (its `attempts` moved on) or settled it.
+        # A delivery counts whoever made it; a failure only if the attempt is still ours.
+        if row is None or row.status != DeliveryStatus.PENDING:
+            return
+        if error is not None and row.attempts != item.attempts:
             return
         if error is None:
             row.status, row.delivered_at, row.last_error = DeliveryStatus.DELIVERED, now, None
@@ -133,6 +139,16 @@ def _settle(runtime: Runtime, item: _Claimed, error: str | None, now: datetime, 
         else:
             row.next_attempt_at, row.last_error = now + backoff(runtime, row.attempts), error[:200]
             report.retrying += 1
+
+
+def _release(runtime: Runtime, item: _Claimed, now: datetime) -> None:
+    """Give back a claimed row not attempted before the lease ran out (a slow pass): posting it now could race the
+    worker that may have claimed it since; if none has, the next pass takes it, without an attempt counted."""
+    with unit_of_work(runtime.sessions) as db:
+        row = db.get(LogoutDelivery, item.id, with_for_update=True)
+        if row is not None and row.status == DeliveryStatus.PENDING and row.attempts == item.attempts:
+            row.attempts -= 1
+            row.next_attempt_at = now
 
 
 def _post(http: httpx.Client, runtime: Runtime, item: _Claimed, now: datetime) -> str | None:
@@ -150,15 +166,26 @@ def deliver_due(
 ) -> Report:
     """One pass: attempt every delivery that is due (at `now`, for tests and the CLI)."""
     now = now or utcnow()
+    started = _clock()
     report = Report()
     claimed = _claim(runtime, now, limit)
     if not claimed:
         return report
     own = http is None
     client = http or httpx.Client(timeout=HTTP_TIMEOUT, follow_redirects=False)
+
+    def at() -> datetime:
+        # A pass behind a slow portal can outlast a logout token's lifetime and the lease: each token is signed,
+        # and each outcome timed, when it happens, not when the pass began.
+        return now + timedelta(seconds=_clock() - started)
+
     try:
         for item in claimed:
-            _settle(runtime, item, _post(client, runtime, item, now), now, report)
+            if at() - now >= LEASE:
+                _release(runtime, item, at())
+                continue
+            error = _post(client, runtime, item, at())
+            _settle(runtime, item, error, at(), report)
     finally:
         if own:
             client.close()

@@ -78,7 +78,8 @@ def _client(db: Session, params: dict[str, str], hint: dict[str, Any] | None) ->
         client_id = client_id or (audience[0] if len(audience) == 1 else None)
     if client_id is None:
         return None
-    client = clients.get(db, client_id)
+    # Printable ASCII before the database sees it: PostgreSQL fails on a NUL rather than finding nothing.
+    client = clients.get(db, client_id) if client_id.isascii() and client_id.isprintable() else None
     if client is None or not client.active:
         raise LogoutRefused("invalid_client", "unknown or disabled client")
     return client
@@ -142,7 +143,7 @@ def logout(request: Request, runtime: RuntimeDep, db: DbSession, body: RawBody, 
         # A portal's form POST is cross-site, so the SameSite=Lax session cookie is not sent with it; the same
         # request as a top-level GET navigation carries it.
         return RedirectResponse(f"{LOGOUT}?{urlencode(params)}", 303, headers={"Cache-Control": "no-store"})
-    session = sessions.current(db, runtime, request.cookies.get(sessions.COOKIE))
+    session = sessions.current(db, runtime, request.cookies.get(sessions.cookie_spec(s).name))
     if "confirm" in params:
         if session is None:
             return _done(runtime, locale, redirect_uri, state, "logged_out")

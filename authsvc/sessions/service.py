@@ -7,6 +7,7 @@ time, so neither a database leak nor knowing a sid (ID tokens carry it) yields a
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,7 @@ COOKIE = "sscard_session"
 COOKIE_LABEL = "session_cookie"
 EVENT_START = "sso_session_started"
 EVENT_END = "sso_session_ended"
+_PART = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True)
@@ -39,14 +41,18 @@ class CookieSpec:
 
 
 def cookie_spec(settings: Settings) -> CookieSpec:
-    return CookieSpec(COOKIE, settings.session_ttl, settings.issuer.startswith("https://"))
+    secure = settings.issuer.startswith("https://")
+    # "__Host-": a portal on a sibling subdomain cannot plant its own session cookie in a citizen's browser (a
+    # login CSRF: the citizen would silently use the planter's session at every portal). Needs Secure and path "/".
+    return CookieSpec(("__Host-" if secure else "") + COOKIE, settings.session_ttl, secure)
 
 
 def _parse(cookie: str | None) -> tuple[str, str] | None:
     if not cookie or len(cookie) > 128:
         return None
     sid, _, secret = cookie.partition(".")
-    return (sid, secret) if sid and secret else None
+    # Both parts are base64url: anything else (a NUL, say, which PostgreSQL refuses) never reaches the database.
+    return (sid, secret) if _PART.fullmatch(sid) and _PART.fullmatch(secret) else None
 
 
 def current(db: Session, runtime: Runtime, cookie: str | None, *, now: datetime | None = None) -> SsoSession | None:
@@ -68,15 +74,20 @@ def auth_of(session: SsoSession) -> Authentication:
     )
 
 
+def _new_secret(runtime: Runtime) -> tuple[str, str]:
+    secret = secrets.token_urlsafe(32)
+    return secret, runtime.hmac_keys.digest(COOKIE_LABEL, secret)
+
+
 def start(db: Session, runtime: Runtime, auth: Authentication) -> tuple[SsoSession, str]:
     """A new session and its cookie value (shown once; only its digest is stored)."""
-    secret = secrets.token_urlsafe(32)
+    secret, digest = _new_secret(runtime)
     now = utcnow()
     row = repository.add(
         db,
         SsoSession(
             sid=secrets.token_urlsafe(24),
-            cookie_digest=runtime.hmac_keys.digest(COOKIE_LABEL, secret),
+            cookie_digest=digest,
             subject=auth.subject,
             acr=auth.acr,
             amr=list(auth.amr),
@@ -97,14 +108,19 @@ def higher_acr(a: str, b: str) -> str:
     return a if assurance.satisfies(a, b) else b
 
 
-def reauthenticated(db: Session, runtime: Runtime, session: SsoSession, auth: Authentication) -> None:
-    """The same person authenticated again (max_age, prompt=login, step-up): the session keeps its sid and clients;
-    `auth_time` is now, the level is the higher one, the methods are merged."""
+def reauthenticated(db: Session, runtime: Runtime, session: SsoSession, auth: Authentication) -> str:
+    """The same person authenticated again (max_age, prompt=login, step-up): the session keeps its sid and clients
+    and takes `auth` as it is. A step-up's `auth` already holds the session's earlier factors (merged by
+    `authsvc.login.pending.complete`); a fresh login's does not, and must not gain them: with `auth_time` now, a
+    level reached hours ago would pass for a fresh one (max_age). Returns the new cookie value: the secret is
+    rotated, so a cookie obtained before the re-authentication (fixed or stolen) does not gain its level."""
+    secret, session.cookie_digest = _new_secret(runtime)
     session.auth_time = datetime.fromtimestamp(auth.auth_time, UTC)
-    session.acr = higher_acr(session.acr, auth.acr)
-    session.amr = merge_amr(list(session.amr), auth.amr)
+    session.acr = auth.acr
+    session.amr = list(auth.amr)
     session.expires_at = utcnow() + timedelta(seconds=runtime.settings.session_ttl)
     db.flush()
+    return f"{session.sid}.{secret}"
 
 
 def signed_in(db: Session, session: SsoSession, client_id: str) -> None:
@@ -116,6 +132,9 @@ def end(db: Session, runtime: Runtime, session: SsoSession, *, why: str) -> None
     from authsvc.oauth.grants import revoke_session
     from authsvc.oidc import backchannel
 
+    # Locked and re-read: of two concurrent logouts (two tabs; a portal's and the citizen's) only one queues the
+    # logout tokens; the other waits here, then sees the session ended.
+    db.refresh(session, with_for_update=True)
     if session.ended_at is not None:
         return
     deliveries = backchannel.plan(db, runtime, session, repository.client_ids(db, session))  # before any write

@@ -78,3 +78,15 @@ def test_the_pin_comes_from_a_file_then_the_environment(tmp_path) -> None:  # ty
     assert pin_source(str(pin_file), environ={"SSCARD_PIN": "111111"})("Portal") == "654321"
     assert pin_source(None, environ={"SSCARD_PIN": "111111"})("Portal") == "111111"
     assert HelperConfig(service=SERVICE + ":443/x", reader="r", pin=lambda _: "").origin == SERVICE
+
+
+def test_a_content_length_of_unicode_digits_is_refused_as_json(helper: HelperServer) -> None:
+    headers = {"Content-Type": "application/json", "Origin": "http://127.0.0.1:9", "Content-Length": "²"}
+    status, _, answer = _call(helper, "POST", headers)
+    assert (status, answer["error"]) == (413, "body_too_large")
+
+
+def test_an_internationalised_service_is_served_for_the_origin_a_browser_sends() -> None:
+    # A browser's Origin header holds the A-label (punycode) form of a .政务 (xn--zfr164b) name.
+    config = HelperConfig(service="https://社保.政务/sso", reader="r", pin=lambda _: "")
+    assert config.origin == "https://xn--ruqr22h.xn--zfr164b"

@@ -244,3 +244,96 @@ def test_cancel_goes_back_with_access_denied(client: TestClient, portal: Registe
     login_id = login_id_of(authorize(client, request))
     _error(client.get(f"/login/{login_id}/cancel", follow_redirects=False), "access_denied", request.params["state"])
     assert client.get(f"/login/{login_id}/status").status_code == 404
+
+
+# -- what a hostile browser sends ------------------------------------------------------------------------------
+
+
+def test_a_nul_or_non_ascii_client_id_is_an_error_page(client: TestClient, portal: RegisteredClient) -> None:
+    for client_id in ("\x00", portal.client_id + "\x00", "客户端"):
+        assert "invalid_client" in _page(authorize(client, request_for(portal, client_id=client_id)))
+
+
+def test_a_malformed_session_cookie_is_no_session(client: TestClient, portal: RegisteredClient) -> None:
+    # A quoted cookie value may carry octal escapes; "\000" would reach the database as a NUL.
+    cookie = 'sscard_session="\\000aaaaaaaaaaaaaaaaaaaa.secret"'
+    answer = client.get(
+        "/authorize", params=request_for(portal).params, headers={"cookie": cookie}, follow_redirects=False
+    )
+    assert answer.status_code == 303 and answer.headers["location"].startswith("/login/")
+
+
+@pytest.mark.parametrize("max_age", ["²", "١٢", "1e3", " 10"])
+def test_max_age_is_ascii_digits(client: TestClient, portal: RegisteredClient, max_age: str) -> None:
+    request = request_for(portal, max_age=max_age)
+    _error(authorize(client, request), "invalid_request", request.params["state"])
+
+
+@pytest.mark.parametrize("state", ["s" * 1025, "line\r\nbreak"])
+def test_a_state_no_client_sends_in_good_faith_is_refused_without_echo(
+    client: TestClient, portal: RegisteredClient, state: str
+) -> None:
+    _error(authorize(client, request_for(portal, state=state)), "invalid_request", None)
+    assert client.cookies.get(pending.BROWSER_COOKIE) is None  # no pending login was made
+
+
+def test_a_repeated_parameter_is_named_within_the_error_description_charset(
+    client: TestClient, portal: RegisteredClient
+) -> None:
+    request = request_for(portal)
+    params = [*request.params.items(), ('x"\\é', "1"), ('x"\\é', "2")]
+    answer = client.get("/authorize", params=params, follow_redirects=False)
+    query = _error(answer, "invalid_request", request.params["state"])
+    assert all(0x20 <= ord(c) <= 0x7E and c not in '"\\' for c in query["error_description"])
+
+
+def test_two_logins_pending_in_one_browser_both_stay_bound_to_it(
+    client: TestClient, helper: TestClient, runtime: Runtime, portal: RegisteredClient, tmp_path: Path
+) -> None:
+    # Two tabs: the second authorization request must not unbind the first tab's login.
+    first = login_id_of(authorize(client, request_for(portal)))
+    second = login_id_of(authorize(client, request_for(portal)))
+    assert client.get(f"/login/{first}/status").json() == {"status": "pending"}
+    card = issue(runtime, tmp_path, generation=3)
+    assert sign_with_card(helper, first, card.path).status_code == 200
+    assert client.get(f"/login/{first}/continue", follow_redirects=False).status_code == 303
+    assert client.get(f"/login/{second}/status").json() == {"status": "pending"}  # still this browser's
+
+
+def test_signing_in_again_rotates_the_cookie_and_reports_only_what_was_proven(
+    client: TestClient, helper: TestClient, runtime: Runtime, tmp_path: Path
+) -> None:
+    portal = register_client(runtime, redirect_uris=[REDIRECT], acr_values=[ACR_CARD_PIN, ACR_CARD_PIN_FACE])
+    card = issue(runtime, tmp_path, generation=3)
+    _sign_in(client, helper, request_for(portal), card.path)
+    before = client.cookies.get("sscard_session")
+    with unit_of_work(runtime.sessions) as db:  # a face check two hours ago (a later issue's method)
+        session = db.scalars(select(SsoSession)).one()
+        session.acr, session.amr = ACR_CARD_PIN_FACE, [*session.amr, "face"]
+        session.auth_time -= timedelta(hours=2)
+    answer = _sign_in(client, helper, request_for(portal, prompt="login"), card.path)
+    again = codes.redeem(runtime.store, answer["code"])
+    # Only the card was proven now: the face check of two hours ago must not pass for a fresh one.
+    assert again is not None and again.acr == ACR_CARD_PIN and "face" not in again.amr
+    fresh_face = request_for(portal, acr_values=ACR_CARD_PIN_FACE, max_age="600", prompt="none")
+    _error(authorize(client, fresh_face), "login_required", fresh_face.params["state"])
+    after = client.cookies.get("sscard_session")
+    assert after and before and after != before and after.split(".")[0] == before.split(".")[0]  # same sid
+    fixed = TestClient(client.app, cookies={"sscard_session": before})  # the cookie from before the login
+    assert authorize(fixed, request_for(portal)).headers["location"].startswith("/login/")
+
+
+def test_on_https_the_login_cookie_is_host_only(settings_factory) -> None:  # type: ignore[no-untyped-def]
+    from authsvc.app import create_app
+    from authsvc.cli import prepare
+
+    rt = Runtime(settings_factory(issuer="https://testserver"))
+    prepare(rt, migrate=False)
+    try:
+        portal = register_client(rt, redirect_uris=[REDIRECT])
+        browser = TestClient(create_app(runtime=rt), base_url="https://testserver")
+        login_id = login_id_of(authorize(browser, request_for(portal)))
+        assert browser.cookies.get("__Host-sscard_login") and browser.cookies.get("sscard_login") is None
+        assert browser.get(f"/login/{login_id}/status").json() == {"status": "pending"}
+    finally:
+        rt.close()

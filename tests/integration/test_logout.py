@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs
 
+import httpx
 import jwt
 import pytest
 from fastapi.testclient import TestClient
@@ -238,3 +239,103 @@ def test_the_delivery_loop_runs_in_the_app(settings_factory, portals: list[Porta
     with TestClient(create_app(runtime=rt)):
         pass  # the lifespan starts and stops the loop cleanly
     rt.close()
+
+
+def _log_out(client: TestClient, runtime: Runtime, signed_in: dict) -> None:
+    """Ends the session; the first attempt right after it finds both portals down."""
+    hint = _hint(runtime, signed_in["a"], signed_in["sid"], signed_in["subject"])
+    assert client.get("/logout", params={"id_token_hint": hint}).status_code == 200
+    assert [r.attempts for r in _deliveries(runtime)] == [1, 1]
+
+
+class _Clock:
+    """Stands in for the pass's monotonic clock: each post to a portal takes `per_post` seconds."""
+
+    def __init__(self, per_post: float) -> None:
+        self.value, self.per_post = 1000.0, per_post
+
+    def __call__(self) -> float:
+        return self.value
+
+
+def test_a_slow_pass_signs_each_logout_token_when_it_is_posted(
+    client: TestClient, runtime: Runtime, signed_in: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _log_out(client, runtime, signed_in)
+    clock = _Clock(per_post=50)  # a slow portal: by the second post, a token signed at the start is near its end
+    monkeypatch.setattr(backchannel, "_clock", clock)
+    now = utcnow() + timedelta(seconds=RETRY_BASE)
+    posted: list[tuple[float, dict]] = []
+
+    def portal(request: httpx.Request) -> httpx.Response:
+        token = parse_qs(request.content.decode())["logout_token"][0]
+        posted.append((now.timestamp() + clock.value - 1000.0, jwt.decode(token, options={"verify_signature": False})))
+        clock.value += clock.per_post
+        return httpx.Response(200)
+
+    with httpx.Client(transport=httpx.MockTransport(portal)) as http:
+        assert backchannel.deliver_due(runtime, http=http, now=now).delivered == 2
+    for posted_at, claims in posted:
+        assert claims["iat"] >= int(posted_at) and claims["exp"] > posted_at + 60
+
+
+def test_a_pass_that_outlasts_its_lease_neither_posts_twice_nor_overwrites_another_workers_outcome(
+    client: TestClient, runtime: Runtime, signed_in: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _log_out(client, runtime, signed_in)
+    clock = _Clock(per_post=0)
+    monkeypatch.setattr(backchannel, "_clock", clock)
+    now = utcnow() + timedelta(seconds=RETRY_BASE)
+    first: list[str] = []
+
+    def delivered(_request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200)
+
+    def stuck(request: httpx.Request) -> httpx.Response:
+        # This portal hangs past the lease; meanwhile another worker claims both rows again and delivers them.
+        first.append(request.url.host)
+        clock.value += backchannel.LEASE.total_seconds() + 1
+        with httpx.Client(transport=httpx.MockTransport(delivered)) as other_worker:
+            assert backchannel.deliver_due(runtime, http=other_worker, now=now + backchannel.LEASE).delivered == 2
+        return httpx.Response(503)
+
+    with httpx.Client(transport=httpx.MockTransport(stuck)) as http:
+        report = backchannel.deliver_due(runtime, http=http, now=now)
+    assert len(first) == 1  # the second row was not posted again after the lease ran out
+    assert (report.delivered, report.retrying, report.failed) == (0, 0, 0)
+    rows = _deliveries(runtime)
+    assert [(r.status, r.last_error) for r in rows] == [(DeliveryStatus.DELIVERED, None)] * 2
+
+
+def test_a_pass_gives_back_what_it_had_no_time_to_post(
+    client: TestClient, runtime: Runtime, signed_in: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _log_out(client, runtime, signed_in)
+    clock = _Clock(per_post=backchannel.LEASE.total_seconds())
+    monkeypatch.setattr(backchannel, "_clock", clock)
+    now = utcnow() + timedelta(seconds=RETRY_BASE)
+
+    def slow(_request: httpx.Request) -> httpx.Response:
+        clock.value += clock.per_post
+        return httpx.Response(200)
+
+    with httpx.Client(transport=httpx.MockTransport(slow)) as http:
+        assert backchannel.deliver_due(runtime, http=http, now=now).delivered == 1
+        rows = _deliveries(runtime)
+        assert [(r.status, r.attempts) for r in rows] == [(DeliveryStatus.DELIVERED, 2), (DeliveryStatus.PENDING, 1)]
+        assert backchannel.deliver_due(runtime, http=http, now=now + backchannel.LEASE).delivered == 1
+
+
+def test_two_logouts_of_one_session_queue_its_logout_tokens_once(runtime: Runtime, signed_in: dict) -> None:
+    from authsvc.sessions import service as sessions
+
+    # Two requests (two tabs) loaded the live session before either ended it.
+    with unit_of_work(runtime.sessions) as first_db, unit_of_work(runtime.sessions) as second_db:
+        first = first_db.scalars(select(SsoSession)).one()
+        second = second_db.scalars(select(SsoSession)).one()
+        first_db.commit()
+        second_db.commit()
+        sessions.end(first_db, runtime, first, why="logout")
+        first_db.commit()
+        sessions.end(second_db, runtime, second, why="logout")
+    assert len(_deliveries(runtime)) == 2  # one per portal, not two

@@ -44,3 +44,23 @@ def test_the_web_context_is_bound_to_the_serialised_origin() -> None:
     assert web_origin("HTTPS://ID.Example.gov.cn:443/sso/") == "https://id.example.gov.cn"
     assert web_origin("http://127.0.0.1:8000/x") == "http://127.0.0.1:8000"
     assert web_context("https://id.example.gov.cn") != web_context("https://id.example.gov.cn.evil.example")
+
+
+def test_on_https_the_cookies_are_host_only_so_a_sibling_subdomain_cannot_plant_them() -> None:
+    from authsvc.login import pending
+
+    https = Settings(issuer="https://id.example.gov.cn")
+    spec = service.cookie_spec(https)
+    assert spec.name == "__Host-sscard_session" and spec.secure and spec.path == "/"
+    assert pending.browser_cookie(True) == "__Host-sscard_login"
+    assert service.cookie_spec(Settings(issuer="http://127.0.0.1:8000")).name == "sscard_session"
+
+
+def test_session_cookies_are_base64url_parts_only() -> None:
+    for cookie in ("\x00aaaaaaaaaaaaaaaaaaaa.secret", "sid.sec ret", "s%id.secret"):
+        assert service._parse(cookie) is None
+
+
+def test_an_internationalised_origin_is_serialised_as_a_browser_does() -> None:
+    assert web_origin("https://社保.政务:443/") == "https://xn--ruqr22h.xn--zfr164b"
+    assert web_origin("https://ID.例子.中国") == "https://id.xn--fsqu00a.xn--fiqs8s"
