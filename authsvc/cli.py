@@ -314,7 +314,7 @@ def cmd_client_rotate_secret(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from authsvc.demo import run_demo
 
-    return run_demo(port=args.port, keep_running=not args.exit)
+    return run_demo(port=args.port, keep_running=not args.exit, browser=not args.no_browser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -418,9 +418,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(cl, "rotate-secret", cmd_client_rotate_secret, "replace a client_secret_basic client's secret")
     p.add_argument("client_id")
 
-    p = add(sub, "demo", cmd_demo, "embedded demo: service, software card, real PC/SC kiosk login")
+    p = add(
+        sub,
+        "demo",
+        cmd_demo,
+        "embedded demo: service, software cards, real PC/SC kiosk logins, then browser single sign-on in headless "
+        "Chromium at two demo portals",
+    )
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--exit", action="store_true", help="stop after the demo logins instead of serving on")
+    p.add_argument(
+        "--exit",
+        action="store_true",
+        help="stop after the demo instead of serving on; exit status 1 unless the kiosk logins and the browser "
+        "sign-on both worked",
+    )
+    p.add_argument("--no-browser", action="store_true", help="skip the browser sign-on (a machine without Chromium)")
     return parser
 
 

@@ -150,5 +150,7 @@ def env_for_child(settings: Settings) -> dict[str, str]:
         SSCARD_REDIS_URL=settings.redis_url,
         SSCARD_ISSUER=settings.issuer,
         SSCARD_KEY_DIR=str(settings.key_dir),
+        # The login page names the helper's URL: a child serving it must use the one the parent chose.
+        SSCARD_HELPER_URL=settings.helper_url,
     )
     return env

@@ -1,11 +1,18 @@
-"""`authsvc demo`: the embedded default end to end — service, software cards in a real PC/SC stack, kiosk logins.
+"""`authsvc demo`: the embedded default end to end — service, software cards in a real PC/SC stack, kiosk logins,
+then single sign-on in a browser (headless Chromium, the scenario of authsvc/demo_browser.py) at two demo portals.
 
 Everything lives under SSCARD_HOME (./var by default): the SQLite database, the key-encryption key, and the demo's
-card and kiosk files in var/demo/. Running it again reuses them.
+card, kiosk and portal files in var/demo/. Running it again reuses them.
+
+Exit status: with `--exit`, 0 only when the kiosk logins and the browser sign-on both worked (1 otherwise, after
+saying why): `--exit` is how scripts and tests check that everything works. A machine without Chromium passes
+`--no-browser` to check the kiosk part alone. Without `--exit` the demo keeps serving whatever worked (a browser
+that cannot start is reported, the kiosk part and the portals stay up for a human) and Ctrl-C ends it with 0.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -14,7 +21,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import jwt
@@ -124,17 +133,17 @@ def _portal_clients(runtime: Runtime, path: Path, bases: list[str]) -> list[tupl
     return out
 
 
-def _portal_ports(port: int) -> list[int]:
-    """The two ports after the service's when they are free (stable URLs across runs), else any free ones."""
+def _free_ports(preferred: list[int], count: int) -> list[int]:
+    """`count` ports of 127.0.0.1: the preferred ones when free (stable URLs across runs), else any free ones."""
     chosen: list[int] = []
-    for candidate in [port + 1, port + 2, 0, 0]:
+    for candidate in [*preferred, *[0] * count]:
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", candidate))
             except OSError:
                 continue
             chosen.append(probe.getsockname()[1])
-        if len(chosen) == 2:
+        if len(chosen) == count:
             break
     return chosen
 
@@ -162,9 +171,20 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
     raise CommandError("the service did not become healthy")
 
 
-def _login(env: dict[str, str], base_url: str, kiosk: Path, card: Path, pin: str) -> dict[str, object]:
+@contextlib.contextmanager
+def _card_inserted(env: dict[str, str], card: Path) -> Iterator[None]:
+    """`sscard emulate CARD` in the virtual reader; readers wait for it, so no need to wait here."""
     emulator = subprocess.Popen([sys.executable, "-m", "card", "emulate", str(card)], env=env)  # noqa: S603
     try:
+        yield
+    finally:
+        emulator.send_signal(signal.SIGTERM)
+        emulator.wait(timeout=10)
+        time.sleep(0.3)  # let pcscd notice the card is gone before the next one is inserted
+
+
+def _login(env: dict[str, str], base_url: str, kiosk: Path, card: Path, pin: str) -> dict[str, object]:
+    with _card_inserted(env, card):
         result = subprocess.run(  # noqa: S603
             [
                 sys.executable,
@@ -185,17 +205,53 @@ def _login(env: dict[str, str], base_url: str, kiosk: Path, card: Path, pin: str
             text=True,
             timeout=60,
         )
-    finally:
-        emulator.send_signal(signal.SIGTERM)
-        emulator.wait(timeout=10)
-        time.sleep(0.3)  # let pcscd notice the card is gone before the next one is inserted
     if result.returncode != 0:
         raise CommandError(f"kiosk login failed: {result.stderr.strip()}")
     return json.loads(result.stdout)
 
 
-def run_demo(*, port: int, keep_running: bool) -> int:
-    settings = load_settings(issuer=os.environ.get("SSCARD_ISSUER", f"http://127.0.0.1:{port}"))
+def _browser_sign_on(
+    env: dict[str, str], base_url: str, helper_url: str, portals: list[str], card: Path, pin: str
+) -> bool:
+    """The browser scenario of authsvc/demo_browser.py, each step printed as it happens; False when it did not
+    show single sign-on working (the reason is printed)."""
+    from authsvc import demo_browser
+
+    reason = demo_browser.unavailable()
+    if reason is not None:
+        _say(f"browser sign-on not shown: {reason}")
+        return False
+    helper_port = urlsplit(helper_url).port or 80
+    _say(f"browser sign-on: the generation-3 card in the virtual reader, sscard helper at {helper_url}")
+    try:
+        # The helper's own lines (the portal it signs for, the outcome) show what a citizen would see in its window.
+        with _card_inserted(env, card), demo_browser.card_helper(
+            base_url, port=helper_port, reader=READER, pin=pin, on_line=lambda line: print(f"    {line}", flush=True)
+        ):
+            demo_browser.run(base_url, portals[0], portals[1], report=_say)
+    except demo_browser.BrowserUnavailable as exc:
+        _say(f"browser sign-on not shown: {exc}")
+        return False
+    except demo_browser.ScenarioFailed as exc:
+        _say(f"browser sign-on FAILED at {exc}")
+        return False
+    return True
+
+
+def _helper_url() -> str:
+    """SSCARD_HELPER_URL when set; else the helper's default port when free (what a citizen's `sscard helper`
+    uses), else a free one, so that a helper already running on this machine does not stop the demo."""
+    from card.helper import DEFAULT_PORT
+
+    if os.environ.get("SSCARD_HELPER_URL"):
+        return os.environ["SSCARD_HELPER_URL"]
+    return f"http://127.0.0.1:{_free_ports([DEFAULT_PORT], 1)[0]}"
+
+
+def run_demo(*, port: int, keep_running: bool, browser: bool = True) -> int:
+    settings = load_settings(
+        issuer=os.environ.get("SSCARD_ISSUER", f"http://127.0.0.1:{port}"), helper_url=_helper_url()
+    )
     base_url = settings.issuer
     runtime = Runtime(settings)
     _say(f"embedded default: {settings.database_url}, store {settings.redis_url}")
@@ -210,7 +266,7 @@ def run_demo(*, port: int, keep_running: bool) -> int:
         _say(f"cardholder {name[0]}* has a generation-{generation} card {number[:2]}****{number[-3:]} ({path})")
     kiosk = demo_dir / "kiosk.json"
     _kiosk(runtime, kiosk, base_url)
-    portal_bases = [f"http://127.0.0.1:{p}" for p in _portal_ports(port)]
+    portal_bases = [f"http://127.0.0.1:{p}" for p in _free_ports([port + 1, port + 2], 2)]
     portals = _portal_clients(runtime, demo_dir / "portals.json", portal_bases)
     runtime.close()
     ensure_pcscd()
@@ -221,6 +277,7 @@ def run_demo(*, port: int, keep_running: bool) -> int:
         [sys.executable, "-m", "authsvc", "serve", "--port", str(port), "--log-level", "warning"], env=env
     )
     servers: list[uvicorn.Server] = []
+    browser_shown = not browser  # --no-browser: nothing to show, nothing missing
     try:
         _wait_healthy(base_url, server)
         jwks = jwt.PyJWKClient(f"{base_url}/jwks.json")
@@ -240,17 +297,25 @@ def run_demo(*, port: int, keep_running: bool) -> int:
                 f"ID token verified against {base_url}/jwks.json: sub={claims['sub']} acr={claims['acr']} "
                 f"amr={claims['amr']} ({answer['apdus']} APDUs)"
             )
+        card3, pin3 = cards[0][0], cards[0][1]
         try:
             servers += _start_portals(base_url, portals)
         except RuntimeError as exc:  # the kiosk demo stands on its own; the portals are an extra
             _say(f"demo portals not started: {exc}")
         else:
-            card3 = cards[0][0]
-            _say(
-                f"browser sign-on: open {portal_bases[0]}/ and {portal_bases[1]}/ in a browser on this machine; "
-                f"insert the card with `sscard emulate {card3}` and run `sscard helper --service {base_url}` "
-                f"(PIN {cards[0][1]})"
-            )
+            _say(f"demo portals: A at {portal_bases[0]}/, B at {portal_bases[1]}/")
+            if browser:
+                browser_shown = _browser_sign_on(env, base_url, settings.helper_url, portal_bases, card3, pin3)
+            if keep_running:
+                from card.helper import DEFAULT_PORT
+
+                helper_port = urlsplit(settings.helper_url).port
+                port_flag = "" if helper_port == DEFAULT_PORT else f" --port {helper_port}"
+                _say(
+                    f"try it yourself: open {portal_bases[0]}/ and {portal_bases[1]}/ in a browser on this machine; "
+                    f"insert the card with `sscard emulate {card3}` and run "
+                    f"`sscard helper --service {base_url}{port_flag}` (PIN {pin3})"
+                )
         if keep_running:
             _say(
                 f"the service keeps running at {base_url} (discovery: {base_url}/.well-known/openid-configuration);"
@@ -258,11 +323,17 @@ def run_demo(*, port: int, keep_running: bool) -> int:
             )
             server.wait()
     except KeyboardInterrupt:
-        pass
+        return 0
     finally:
         for portal in servers:
             portal.should_exit = True
         if server.poll() is None:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=15)
+    if not browser_shown and not keep_running:
+        # --exit is how scripts check the demo: a sign-on that was not shown is not a demo that worked.
+        _say("the kiosk logins worked, the browser sign-on was not shown (see above): exit status 1")
+        return 1
+    if browser:
+        _say("done: kiosk logins with both card generations and browser single sign-on with logout everywhere")
     return 0

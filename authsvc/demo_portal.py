@@ -92,10 +92,13 @@ def create_portal(config: PortalConfig) -> FastAPI:
         who = state.signed_in.get(request.cookies.get(cookie_name, ""))
         if who is None:
             return _page(config, '<p>Not signed in.</p><p><a id="sign-in" href="/login">Sign in</a></p>')
+        # amr and sid shown too: the demo (authsvc/demo_browser.py) reports them, and a shared sid is what SSO means.
+        amr, sid = " ".join(who.get("amr", [])), who.get("sid", "")
         return _page(
             config,
-            f'<p id="who">Signed in as <code>{html.escape(who["sub"])}</code> at <code>{html.escape(who["acr"])}'
-            f'</code></p><p><a id="sign-out" href="/logout">Sign out</a></p>',
+            f'<p id="who">Signed in as <code id="sub">{html.escape(who["sub"])}</code> at <code id="acr">'
+            f'{html.escape(who["acr"])}</code> with <code id="amr">{html.escape(amr)}</code>, session <code id="sid">'
+            f'{html.escape(sid)}</code></p><p><a id="sign-out" href="/logout">Sign out</a></p>',
         )
 
     @app.get("/login")

@@ -21,6 +21,15 @@ from tests.fixtures.service import PIN, LiveServer, add_kiosk, free_port, issue
 
 pytestmark = pytest.mark.pcsc
 ROOT = Path(__file__).resolve().parents[2]
+# How each step line of the demo's browser sign-on begins (the rest names subjects, sids and ports).
+DEMO_BROWSER_STEPS = [
+    "browser: headless Chromium opens portal A",
+    "portal A: sent to the login page",
+    "portal A: signed in as sub=",
+    "portal B: signed in without a second card login (same sid",
+    "logout: portal A sent the browser through the provider's logout and back",
+    "logout: back-channel logout token received by A and B",
+]
 
 
 def _sscard_login(url: str, kiosk: Path, reader: str, pin: str) -> subprocess.CompletedProcess[str]:
@@ -144,9 +153,18 @@ def test_the_readme_demo_runs_on_the_embedded_default(pcscd: str, tmp_path: Path
         first, again = (
             subprocess.run(demo, env=env, cwd=ROOT, capture_output=True, text=True, timeout=180) for _ in range(2)
         )
-    assert first.returncode == 0, first.stderr
-    assert first.stdout.count("ID token verified") == 2
-    assert "acr=urn:sscard:acr:card-pin" in first.stdout and "(7 APDUs)" in first.stdout
+    for run in (first, again):  # the second run reuses its cards, kiosk, portals and keys
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert run.stdout.count("ID token verified") == 2
+        assert "acr=urn:sscard:acr:card-pin" in run.stdout and "(7 APDUs)" in run.stdout
+        # The browser part (authsvc/demo_browser.py, whose outcome test_browser_sso.py asserts) ran to its end.
+        steps = [
+            line.removeprefix("==> ")
+            for line in run.stdout.splitlines()
+            if line.startswith(("==> browser:", "==> portal A:", "==> portal B:", "==> logout:"))
+        ]
+        assert len(steps) == len(DEMO_BROWSER_STEPS), run.stdout
+        assert all(step.startswith(expected) for step, expected in zip(steps, DEMO_BROWSER_STEPS, strict=True)), steps
+        assert "acr=urn:sscard:acr:card-pin, amr=['sc', 'hwk', 'pin', 'mfa']" in steps[2]
+        assert "==> done: kiosk logins with both card generations and browser single sign-on" in run.stdout
     assert (tmp_path / "var" / "sscard.db").exists() and (tmp_path / "var" / "keys" / "kek").exists()
-    assert again.returncode == 0, again.stderr  # reuses its cards, kiosk and keys
-    assert again.stdout.count("ID token verified") == 2
