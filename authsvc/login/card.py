@@ -83,8 +83,8 @@ def complete(runtime: Runtime, db: Session, login_id: str, evidence: CardEvidenc
         # A genuine card of the wrong person (step-up) is not the card's failure: it is not counted against it.
         counted = attempt.proven and exc.reason != "subject_mismatch"
         throttle.failure(terminal_id=None, card_number=attempt.card_number if counted else None)
-        _audit(db, "failure", exc.reason, attempt.card_number, login)
-        if login is not None:
+        if login is not None:  # a made-up login id is nobody's attempt: no audit row for anyone to flood
+            _audit(db, "failure", exc.reason, attempt.card_number, login)
             pending.fail(store, login, exc.reason)
         raise
     except Throttled as exc:

@@ -29,10 +29,13 @@ router.include_router(pages.static_router)
 NO_STORE = {"Cache-Control": "no-store"}
 
 
+def _browser_secret(runtime: Runtime, request: Request) -> str | None:
+    return request.cookies.get(pending.browser_cookie(runtime.settings.issuer.startswith("https://")))
+
+
 def _bound(runtime: Runtime, request: Request, login_id: str) -> pending.PendingLogin | None:
     login = pending.get(runtime.store, login_id)
-    name = pending.browser_cookie(runtime.settings.issuer.startswith("https://"))
-    if login is None or not pending.bound_to(login, request.cookies.get(name)):
+    if login is None or not pending.bound_to(login, _browser_secret(runtime, request)):
         return None
     return login
 
@@ -88,13 +91,16 @@ def login_status(login_id: str, request: Request, runtime: RuntimeDep) -> JSONRe
 
 @router.get("/login/{login_id}/continue")
 def login_continue(login_id: str, request: Request, runtime: RuntimeDep, db: DbSession) -> Response:
-    login = _bound(runtime, request, login_id)
-    finished = pending.finish(runtime.store, login_id) if login is not None else None
+    finished = pending.finish(runtime.store, login_id, _browser_secret(runtime, request))
     if finished is None:
         return _expired(runtime, request)
     login, auth, _method = finished
     spec = sessions.cookie_spec(runtime.settings)
     session = sessions.current(db, runtime, request.cookies.get(spec.name))
+    carried = login.request.session_sid
+    if carried is not None and (session is None or session.sid != carried):
+        # A step-up whose session ended (logout, another person) meanwhile: the carried factors no longer count.
+        return _expired(runtime, request)
     if session is not None and session.subject == auth.subject:
         cookie = sessions.reauthenticated(db, runtime, session, auth)  # a new cookie: no fixation across a login
     else:

@@ -53,6 +53,8 @@ class LoginRequest:
     subject: str | None = None
     amr: list[str] = field(default_factory=list)
     session_acr: str | None = None
+    # The session whose factors are carried: if it ends before the login continues, they no longer count.
+    session_sid: str | None = None
 
     @property
     def step_up(self) -> bool:
@@ -96,9 +98,12 @@ def new_browser_secret() -> str:
 
 def create(store: Store, request: LoginRequest, browser_secret: str, ttl: int) -> PendingLogin:
     pending = PendingLogin(secrets.token_urlsafe(24), request, _hash(browser_secret), int(time.time()) + ttl)
-    doc = {"request": asdict(request), "browser": pending.browser, "expires_at": pending.expires_at}
-    store.put(f"pending:req:{pending.login_id}", json.dumps(doc).encode(), ttl)
+    store.put(f"pending:req:{pending.login_id}", json.dumps(_encode(pending)).encode(), ttl)
     return pending
+
+
+def _encode(pending: PendingLogin) -> dict[str, Any]:
+    return {"request": asdict(pending.request), "browser": pending.browser, "expires_at": pending.expires_at}
 
 
 def get(store: Store, login_id: str) -> PendingLogin | None:
@@ -108,8 +113,8 @@ def get(store: Store, login_id: str) -> PendingLogin | None:
     return None if raw is None else _decode(login_id, raw)
 
 
-def _decode(login_id: str, raw: bytes) -> PendingLogin:
-    doc = json.loads(raw)
+def _decode(login_id: str, raw: bytes | dict[str, Any]) -> PendingLogin:
+    doc = json.loads(raw) if isinstance(raw, bytes) else raw
     return PendingLogin(login_id, LoginRequest(**doc["request"]), doc["browser"], int(doc["expires_at"]))
 
 
@@ -155,7 +160,7 @@ def complete(store: Store, login_id: str, auth: Authentication, *, method: str) 
         )
     if not assurance.satisfies(auth.acr, request.acr):
         raise CompletionRefused("insufficient_level", f"the portal asks for {request.acr}; this reached {auth.acr}")
-    doc = {"auth": asdict(auth), "method": method}
+    doc = {"auth": asdict(auth), "method": method, "pending": _encode(pending)}
     if not store.add(f"pending:done:{login_id}", json.dumps(doc).encode(), max(MIN_RESULT_TTL, pending.seconds_left())):
         raise CompletionRefused("login_completed", "this login has been completed already")
     return auth
@@ -176,21 +181,27 @@ def status(store: Store, pending: PendingLogin) -> dict[str, Any]:
     return {"status": "pending"}
 
 
-def finish(store: Store, login_id: str) -> tuple[PendingLogin, Authentication, str] | None:
-    """The request, the authentication and the method, once: the result is taken first, so of two continuing
-    tabs only one gets it; then the request."""
+def finish(store: Store, login_id: str, browser_secret: str | None) -> tuple[PendingLogin, Authentication, str] | None:
+    """The request, the authentication and the method, once, and only for the browser that started the login: of
+    two continuing tabs only one gets it. The request comes with the result, so a login completed in its last
+    seconds still continues after the request's own key has expired."""
     if not valid_id(login_id):
         return None
-    done = store.take(f"pending:done:{login_id}")
+    done = store.get(f"pending:done:{login_id}")
     if done is None:
         return None
-    raw = store.take(f"pending:req:{login_id}")
-    if raw is None:
-        return None
     result = json.loads(done)
-    return _decode(login_id, raw), Authentication(**result["auth"]), result["method"]
+    login = _decode(login_id, result["pending"])
+    if not bound_to(login, browser_secret) or store.take(f"pending:done:{login_id}") is None:
+        return None
+    store.take(f"pending:req:{login_id}")
+    return login, Authentication(**result["auth"]), result["method"]
 
 
 def cancel(store: Store, login_id: str) -> bool:
-    """The citizen gave up: the request is gone, so no authenticator can complete it any more."""
-    return valid_id(login_id) and store.take(f"pending:req:{login_id}") is not None
+    """The citizen gave up: the request and any result are gone, so nothing can complete or continue it."""
+    if not valid_id(login_id):
+        return False
+    request = store.take(f"pending:req:{login_id}")
+    result = store.take(f"pending:done:{login_id}")
+    return request is not None or result is not None

@@ -19,11 +19,12 @@ from sqlalchemy.orm import Session
 from authsvc.audit import service as audit
 from authsvc.clients import service as clients
 from authsvc.clients.models import GrantType, OAuthClient
-from authsvc.deps import DbSession, RuntimeDep
+from authsvc.deps import DbSession, RawBody, RuntimeDep
 from authsvc.login import pending
 from authsvc.login.pages import choose_locale, error_page
-from authsvc.oauth import codes, pkce
+from authsvc.oauth import codes, forms, pkce
 from authsvc.oauth import scopes as known_scopes
+from authsvc.oauth.errors import OAuthError
 from authsvc.oidc.discovery import AUTHORIZE
 from authsvc.runtime import Runtime
 from authsvc.sessions import service as sessions
@@ -55,7 +56,7 @@ class Checked:
 
 def redirect_to_client(redirect_uri: str, params: dict[str, str | None]) -> RedirectResponse:
     query = urlencode({k: v for k, v in params.items() if v is not None})
-    separator = "&" if "?" in redirect_uri else "?"
+    separator = "" if not query else "&" if "?" in redirect_uri else "?"
     return RedirectResponse(redirect_uri + separator + query, 303, headers={"Cache-Control": "no-store"})
 
 
@@ -189,6 +190,18 @@ def _take_pushed(runtime: Runtime, request_uri: str, client_id: str) -> dict[str
     return take_request(runtime.store, request_uri, client_id)
 
 
+@router.post(AUTHORIZE)
+def authorize_by_post(request: Request, runtime: RuntimeDep, body: RawBody) -> Response:
+    """OpenID Connect Core §3.1.2.1: the request may come form-encoded in a POST. A portal's POST is cross-site, so
+    the SameSite=Lax session cookie is not sent with it; the same request as a top-level GET carries it."""
+    try:
+        params = forms.parse(request.headers.get("content-type"), body)
+    except OAuthError as exc:
+        locale = choose_locale(ui_locales=None, accept=request.headers.get("accept-language"))
+        return error_page(runtime.settings, locale, exc.error, exc.description)
+    return RedirectResponse(f"{AUTHORIZE}?{urlencode(params)}", 303, headers={"Cache-Control": "no-store"})
+
+
 @router.get(AUTHORIZE)
 def authorize(request: Request, runtime: RuntimeDep, db: DbSession) -> Response:
     s = runtime.settings
@@ -244,7 +257,9 @@ def _proceed(request: Request, runtime: Runtime, db: Session, checked: Checked) 
         return error_redirect(runtime, wanted.redirect_uri, exc, wanted.state)
     if reusable and session is not None:
         # Only the level is short: a step-up for the same person, asking only for the missing factors.
-        wanted = replace(wanted, subject=session.subject, amr=list(session.amr), session_acr=session.acr)
+        wanted = replace(
+            wanted, subject=session.subject, amr=list(session.amr), session_acr=session.acr, session_sid=session.sid
+        )
     s = runtime.settings
     secure = s.issuer.startswith("https://")
     name = pending.browser_cookie(secure)

@@ -337,3 +337,58 @@ def test_on_https_the_login_cookie_is_host_only(settings_factory) -> None:  # ty
         assert browser.get(f"/login/{login_id}/status").json() == {"status": "pending"}
     finally:
         rt.close()
+
+
+# -- the request by POST, late continuation, stale step-up ----------------------------------------------------
+
+
+def test_a_posted_request_is_the_same_request_as_a_get(client: TestClient, portal: RegisteredClient) -> None:
+    request = request_for(portal)
+    posted = client.post("/authorize", data=request.params, follow_redirects=False)
+    assert posted.status_code == 303
+    location = posted.headers["location"]
+    assert location.startswith("/authorize?") and query_of(location) == request.params
+    login_id_of(client.get(location, follow_redirects=False))
+    bad = client.post("/authorize", content=b'{"client_id": "x"}', headers={"content-type": "application/json"})
+    assert "invalid_request" in _page(bad)
+
+
+def test_a_login_completed_in_its_last_seconds_still_continues(
+    client: TestClient, helper: TestClient, runtime: Runtime, portal: RegisteredClient, tmp_path: Path
+) -> None:
+    card = issue(runtime, tmp_path, generation=3)
+    login_id = login_id_of(authorize(client, request_for(portal)))
+    assert sign_with_card(helper, login_id, card.path).status_code == 200
+    runtime.store.take(f"pending:req:{login_id}")  # the request's own key expires before the browser continues
+    done = client.get(f"/login/{login_id}/continue", follow_redirects=False)
+    assert done.status_code == 303 and "code" in query_of(done.headers["location"])
+
+
+def test_a_login_cancelled_after_the_card_signed_cannot_continue(
+    client: TestClient, helper: TestClient, runtime: Runtime, portal: RegisteredClient, tmp_path: Path
+) -> None:
+    card = issue(runtime, tmp_path, generation=3)
+    login_id = login_id_of(authorize(client, request_for(portal)))
+    assert sign_with_card(helper, login_id, card.path).status_code == 200
+    assert client.get(f"/login/{login_id}/cancel", follow_redirects=False).status_code == 303
+    done = client.get(f"/login/{login_id}/continue", follow_redirects=False)
+    assert "location" not in done.headers or "code" not in query_of(done.headers["location"])
+
+
+def test_a_step_up_whose_session_ended_meanwhile_does_not_continue(
+    client: TestClient, helper: TestClient, runtime: Runtime, tmp_path: Path
+) -> None:
+    portal = register_client(runtime, redirect_uris=[REDIRECT], acr_values=[ACR_CARD_PIN, ACR_CARD_PIN_FACE])
+    mine = issue(runtime, tmp_path, generation=3)
+    first = codes.redeem(runtime.store, _sign_in(client, helper, request_for(portal), mine.path)["code"])
+    assert first is not None
+    login_id = login_id_of(authorize(client, request_for(portal, acr_values=ACR_CARD_PIN_FACE)))
+    with unit_of_work(runtime.sessions) as db:  # the citizen signs out in another tab
+        from authsvc.sessions import service as sessions
+
+        session = db.scalars(select(SsoSession).where(SsoSession.sid == first.sid)).one()
+        sessions.end(db, runtime, session, why="logout")
+    face = Authentication(subject=first.subject, auth_time=int(time.time()), acr=ACR_CARD_PIN_FACE, amr=["face"])
+    pending.complete(runtime.store, login_id, face, method="face")
+    done = client.get(f"/login/{login_id}/continue", follow_redirects=False)
+    assert "location" not in done.headers or "code" not in query_of(done.headers["location"])

@@ -130,3 +130,13 @@ def test_another_portal_cannot_read_the_login_page(client: TestClient, runtime: 
     assert client.get("/static/login.js").headers["content-type"].startswith("text/javascript")
     assert client.get("/static/../config.py").status_code == 404
     assert register_client(runtime).client_id  # a second portal changes nothing for this login
+
+
+def test_a_made_up_login_id_writes_no_audit_row(
+    helper: TestClient, runtime: Runtime, login_id: str, tmp_path: Path
+) -> None:
+    card = issue(runtime, tmp_path, generation=3)
+    body = card_body(helper, login_id, card.path)
+    for made_up in ("A" * 32, "x" * 40):
+        _refused(helper.post(f"/login/{made_up}/card", json=body), 404, "login_unknown")
+    assert _events(runtime) == []  # an unauthenticated caller cannot fill the audit log

@@ -54,17 +54,20 @@ def test_a_challenge_is_spent_by_its_first_use_and_replaced_by_a_newer_one(store
 
 
 def test_completion_is_single_use_and_finish_hands_it_over_once(store: MemoryStore) -> None:
-    login = pending.create(store, _request(), pending.new_browser_secret(), 600)
+    browser = pending.new_browser_secret()
+    login = pending.create(store, _request(), browser, 600)
     assert pending.status(store, login) == {"status": "pending"}
-    assert pending.finish(store, login.login_id) is None  # nothing to continue with yet
+    assert pending.finish(store, login.login_id, browser) is None  # nothing to continue with yet
     assert pending.complete(store, login.login_id, CARD, method="card") == CARD
     with pytest.raises(pending.CompletionRefused) as again:
         pending.complete(store, login.login_id, CARD, method="phone")
     assert again.value.reason == "login_completed"
     assert pending.status(store, login) == {"status": "done"}
-    finished = pending.finish(store, login.login_id)
+    assert pending.finish(store, login.login_id, pending.new_browser_secret()) is None  # another browser
+    assert pending.finish(store, login.login_id, None) is None
+    finished = pending.finish(store, login.login_id, browser)
     assert finished is not None and finished[1:] == (CARD, "card") and finished[0].request == _request()
-    assert pending.finish(store, login.login_id) is None
+    assert pending.finish(store, login.login_id, browser) is None
     with pytest.raises(pending.CompletionRefused) as gone:
         pending.complete(store, login.login_id, CARD, method="card")
     assert gone.value.reason == "login_unknown"
