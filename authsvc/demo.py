@@ -248,7 +248,18 @@ def _helper_url() -> str:
     return f"http://127.0.0.1:{_free_ports([DEFAULT_PORT], 1)[0]}"
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a supervisor, `kill`) stops the demo like Ctrl-C, so that the service child is stopped too and does
+    not keep the port for the next run."""
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def run_demo(*, port: int, keep_running: bool, browser: bool = True) -> int:
+    _stop_on_sigterm()
     settings = load_settings(
         issuer=os.environ.get("SSCARD_ISSUER", f"http://127.0.0.1:{port}"), helper_url=_helper_url()
     )

@@ -26,6 +26,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from starlette.concurrency import run_in_threadpool
 
 LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+MAX_PENDING = 1000
 
 
 @dataclass
@@ -107,6 +108,8 @@ def create_portal(config: PortalConfig) -> FastAPI:
         challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
         flow = {"state": secrets.token_urlsafe(16), "nonce": secrets.token_urlsafe(16), "verifier": verifier}
         with state.lock:
+            if len(state.pending) >= MAX_PENDING:  # abandoned sign-ins must not grow the map without bound
+                state.pending.pop(next(iter(state.pending)))
             state.pending[cookie] = flow
         query = urlencode(
             {
@@ -149,15 +152,18 @@ def create_portal(config: PortalConfig) -> FastAPI:
         )
         if answer.status_code != 200:
             return _page(config, f"<p>Sign-in failed: token endpoint answered {answer.status_code}.</p>")
-        id_token = answer.json()["id_token"]
-        claims = jwt.decode(
-            id_token,
-            provider.key_for(id_token),
-            algorithms=["ES256"],
-            audience=config.client_id,
-            issuer=config.issuer,
-            options={"require": ["exp", "iat", "sub", "nonce"]},
-        )
+        try:
+            id_token = answer.json()["id_token"]
+            claims = jwt.decode(
+                id_token,
+                provider.key_for(id_token),
+                algorithms=["ES256"],
+                audience=config.client_id,
+                issuer=config.issuer,
+                options={"require": ["exp", "iat", "sub", "nonce"]},
+            )
+        except (ValueError, KeyError, TypeError, jwt.PyJWTError):
+            return _page(config, "<p>Sign-in failed: the ID token was refused.</p>")
         if not secrets.compare_digest(claims["nonce"], flow["nonce"]):
             return _page(config, "<p>Sign-in failed: nonce does not match.</p>")
         with state.lock:
