@@ -7,6 +7,7 @@ redirector. After that, refusals go back to the client with `error`, `error_desc
 
 from __future__ import annotations
 
+import hmac
 import re
 import time
 from dataclasses import dataclass, replace
@@ -25,7 +26,9 @@ from authsvc.login.pages import choose_locale, error_page
 from authsvc.oauth import codes, forms, pkce
 from authsvc.oauth import scopes as known_scopes
 from authsvc.oauth.errors import OAuthError
+from authsvc.oidc import id_token_hint
 from authsvc.oidc.discovery import AUTHORIZE
+from authsvc.oidc.subjects import subject_for
 from authsvc.runtime import Runtime
 from authsvc.sessions import service as sessions
 from authsvc.sessions.models import SsoSession
@@ -240,12 +243,27 @@ def authorize(request: Request, runtime: RuntimeDep, db: DbSession) -> Response:
         checked = check(client, params, pushed=bool(request_uri), locale=locale)
     except AuthorizeError as exc:
         return error_redirect(runtime, redirect_uri, exc, state)
-    return _proceed(request, runtime, db, checked)
+    expected: str | None = None
+    if "id_token_hint" in params:
+        hint = id_token_hint.read(runtime, params["id_token_hint"])
+        if hint is None or client.client_id not in id_token_hint.audiences(hint):
+            exc = AuthorizeError("invalid_request", "id_token_hint is not an ID token this provider issued to you")
+            return error_redirect(runtime, redirect_uri, exc, state)
+        expected = str(hint["sub"])
+    return _proceed(request, runtime, db, checked, client, expected)
 
 
-def _proceed(request: Request, runtime: Runtime, db: Session, checked: Checked) -> Response:
+def _proceed(
+    request: Request, runtime: Runtime, db: Session, checked: Checked, client: OAuthClient, expected: str | None
+) -> Response:
+    """`expected`: the subject (as this client knows it) of the portal's id_token_hint. A session of somebody else
+    is not reused for it (OpenID Connect Core §3.1.2.1): `prompt=none` answers login_required."""
     wanted = checked.request
     session = sessions.current(db, runtime, request.cookies.get(sessions.cookie_spec(runtime.settings).name))
+    if session is not None and expected is not None:
+        known_as = subject_for(client, session.subject, runtime.hmac_keys)
+        if not hmac.compare_digest(known_as.encode(), expected.encode()):
+            session = None
     recent = session is not None and (
         checked.max_age is None or int(time.time()) - int(session.auth_time.timestamp()) <= checked.max_age
     )

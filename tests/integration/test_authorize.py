@@ -392,3 +392,27 @@ def test_a_step_up_whose_session_ended_meanwhile_does_not_continue(
     pending.complete(runtime.store, login_id, face, method="face")
     done = client.get(f"/login/{login_id}/continue", follow_redirects=False)
     assert "location" not in done.headers or "code" not in query_of(done.headers["location"])
+
+
+def test_id_token_hint_names_whom_the_portal_expects(
+    client: TestClient, helper: TestClient, runtime: Runtime, portal: RegisteredClient, tmp_path: Path
+) -> None:
+    from authsvc.tokens import issuing
+
+    card = issue(runtime, tmp_path, generation=3)
+    first = codes.redeem(runtime.store, _sign_in(client, helper, request_for(portal), card.path)["code"])
+    assert first is not None
+
+    def hint(subject: str, audience: str = portal.client_id) -> str:
+        auth = Authentication(subject, first.auth_time, first.acr, first.amr)
+        return issuing.id_token(
+            runtime.keyring, issuer=ISSUER, client_id=audience, subject=subject, auth=auth, ttl=-60  # expired is fine
+        )
+
+    same = authorize(client, request_for(portal, prompt="none", id_token_hint=hint(first.subject)))
+    assert "code" in query_of(same.headers["location"])
+    other = request_for(portal, prompt="none", id_token_hint=hint("f" * 32))
+    _error(authorize(client, other), "login_required", other.params["state"])
+    for bad in ("not-a-jwt", hint(first.subject, audience="another-portal")):
+        request = request_for(portal, id_token_hint=bad)
+        _error(authorize(client, request), "invalid_request", request.params["state"])
