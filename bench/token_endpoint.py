@@ -3,16 +3,23 @@
 The service runs as in production: `authsvc serve --workers 2` (uvicorn, several processes) on PostgreSQL and
 Redis, in a scratch database. The load generator is `wrk` (Debian package `wrk`; a C program with a Lua script per
 scenario), on the same machine and the same cores as the service, so the figures understate what the service does
-alone. Each scenario warms up first, then runs for --seconds.
+alone. Each scenario warms up first (except those that spend pre-issued tokens), then runs for --seconds. Each line
+gives requests/s, wrk's latency percentiles (p50, p90, p99), the non-2xx count and the ratio to a published figure.
 
-- client_credentials: client_secret_basic (cached client row + HMAC), one signed RFC 9068 access token.
+- client_credentials: client_secret_basic (cached client row + HMAC), one signed RFC 9068 access token; runs on the
+  event loop.
 - refresh_token: each request spends a distinct refresh token (pre-issued: one grant each) and gets its successor:
-  the full rotation (SELECT, conditional UPDATE, INSERT, commit) plus a new access and ID token.
-- introspection: a resource server (client_secret_basic) introspects a valid access token (signature, revocation
-  checks in Redis).
+  the full rotation (one UPDATE ... RETURNING that spends the token and reads its grant, an INSERT, the commit) plus
+  a new access and ID token; runs in the thread pool.
+- introspection: a resource server (client_secret_basic) introspects the same valid access token over and over, as a
+  resource server does for every call made with one token: the signature is verified once per worker (cache of
+  verified tokens), the revocation checks (one Redis round trip) on every call.
+- introspection_uncached: the same, but each request introspects a distinct access token (pre-issued), so every
+  request verifies a signature: the worst case.
 
     python bench/token_endpoint.py                     # 2 workers, 10 s per scenario
     python bench/token_endpoint.py --workers 3 --seconds 20 --connections 64
+    python bench/token_endpoint.py --scenarios refresh_token,introspection
 
 Needs PostgreSQL (127.0.0.1:5432, database `test`, trust auth), Redis (127.0.0.1:6379) and wrk.
 """
@@ -46,6 +53,7 @@ from authsvc.database import make_engine, unit_of_work  # noqa: E402
 from authsvc.migrate import upgrade  # noqa: E402
 from authsvc.oauth import grants  # noqa: E402
 from authsvc.runtime import Runtime  # noqa: E402
+from authsvc.tokens import issuing  # noqa: E402
 from tests.fixtures.oidc import basic_auth  # noqa: E402
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -55,8 +63,10 @@ REFERENCE = {
     "client_credentials": ("Keycloak sizing 2 vCPU: 240/s; Ory Hydra 2 CPUs: 513/s", 513),
     "refresh_token": ("Keycloak sizing 2 vCPU (client credentials): 240/s", 240),
     "introspection": ("Ory Hydra 2 CPUs: 5,109/s", 5109),
+    "introspection_uncached": ("Ory Hydra 2 CPUs: 5,109/s", 5109),
 }
 FORM = "application/x-www-form-urlencoded"
+STATIC = ("client_credentials", "introspection")  # the same request each time; the others walk a token file
 
 STATIC_LUA = """
 wrk.method = "POST"
@@ -65,8 +75,8 @@ wrk.headers["Content-Type"] = "{form}"
 wrk.headers["Authorization"] = {auth}
 """
 
-# Each wrk thread walks its own slice of the pre-issued refresh tokens: every request spends a fresh one.
-REFRESH_LUA = """
+# Each wrk thread walks its own slice of a file of pre-issued tokens: every request uses a fresh one.
+WALK_LUA = """
 local tokens = {{}}
 for line in io.lines("{tokens}") do tokens[#tokens + 1] = line end
 local counter = 1
@@ -82,8 +92,8 @@ function request()
   local token = tokens[index]
   index = index + step
   if token == nil then token = "exhausted" end
-  return wrk.format("POST", "/token", {{["Content-Type"] = "{form}", ["Authorization"] = {auth}}},
-    "grant_type=refresh_token&refresh_token=" .. token)
+  return wrk.format("POST", "{path}", {{["Content-Type"] = "{form}", ["Authorization"] = {auth}}},
+    "{prefix}" .. token)
 end
 """
 
@@ -158,6 +168,21 @@ def setup(home: Path, port: int, refresh_tokens: int) -> tuple[dict[str, str], d
             if i % 5000 == 4999:
                 session.flush()
     (home / "refresh_tokens.txt").write_text("\n".join(issued) + "\n")
+    # Access tokens for the uncached introspections, signed as the token endpoint signs them (JWTs: URL-safe).
+    s = settings
+    access = [
+        issuing.access_token(
+            runtime.keyring,
+            issuer=s.issuer,
+            audience=s.access_token_audience,
+            client_id=made["rs_id"],
+            subject=made["rs_id"],
+            scope="",
+            ttl=s.access_token_ttl,
+        )[0]
+        for _ in range(refresh_tokens)
+    ]
+    (home / "access_tokens.txt").write_text("\n".join(access) + "\n")
     runtime.close()
     env = {
         **os.environ,
@@ -247,7 +272,12 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (it shares the cores with the service)")
-    parser.add_argument("--refresh-tokens", type=int, default=60000, help="pre-issued; one is spent per request")
+    parser.add_argument(
+        "--refresh-tokens", type=int, default=60000, help="pre-issued refresh (and access) tokens; one per request"
+    )
+    parser.add_argument(
+        "--scenarios", default=",".join(REFERENCE), help=f"comma-separated subset of {', '.join(REFERENCE)}"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install wrk")
@@ -277,11 +307,24 @@ def main() -> int:
                 ),
                 "refresh_token": (
                     "/token",
-                    REFRESH_LUA.format(
+                    WALK_LUA.format(
                         tokens=home / "refresh_tokens.txt",
                         threads=args.threads,
+                        path="/token",
                         form=FORM,
                         auth=lua_string(made["portal"]),
+                        prefix="grant_type=refresh_token&refresh_token=",
+                    ),
+                ),
+                "introspection_uncached": (
+                    "/introspect",
+                    WALK_LUA.format(
+                        tokens=home / "access_tokens.txt",
+                        threads=args.threads,
+                        path="/introspect",
+                        form=FORM,
+                        auth=lua_string(made["rs"]),
+                        prefix="token=",
                     ),
                 ),
             }
@@ -290,20 +333,22 @@ def main() -> int:
                 f"load: wrk -t{args.threads} -c{args.connections} on the same CPUs"
             )
             for name, (path, lua) in scripts.items():
+                if name not in args.scenarios.split(","):
+                    continue
                 script = home / f"{name}.lua"
                 script.write_text(lua)
-                if name != "refresh_token":  # refresh tokens are single use: no warm-up spends them
+                if name in STATIC:  # the others walk pre-issued tokens: no warm-up spends them
                     wrk(base + path, script, args.warmup, args.connections, args.threads)
                 r = wrk(base + path, script, args.seconds, args.connections, args.threads)
                 report[name] = r
                 reference, figure = REFERENCE[name]
                 print(
-                    f"  {name:<19} {r['rps']:8.0f}/s  p50 {r.get('p50_ms', 0):6.2f} ms  p90 "
+                    f"  {name:<22} {r['rps']:8.0f}/s  p50 {r.get('p50_ms', 0):6.2f} ms  p90 "
                     f"{r.get('p90_ms', 0):6.2f} ms  p99 {r.get('p99_ms', 0):6.2f} ms  "
                     f"non-2xx {r['errors']:.0f}/{r['requests']:.0f}   ({r['rps'] / figure:.1f}x {reference})"
                 )
-                if name == "refresh_token" and r["requests"] >= args.refresh_tokens:
-                    print("    (ran out of pre-issued refresh tokens: raise --refresh-tokens)")
+                if name not in STATIC and r["requests"] >= args.refresh_tokens:
+                    print("    (ran out of pre-issued tokens: raise --refresh-tokens)")
         finally:
             server.terminate()
             server.wait(timeout=30)

@@ -77,6 +77,11 @@ class HmacKeys:
                 key = self._by_kid[kid] = self._sealer.open(record.sealed_secret)
         return key
 
+    def loaded(self, *, label: str | None = None, kid: str | None = None) -> bool:
+        """True when `mac`/`digest` under `label`, or `verify` of a digest made with `kid`, needs no database read
+        (code on an event loop checks this first)."""
+        return (label is None or label in self._active) and (kid is None or kid in self._by_kid)
+
     def mac(self, label: str, data: bytes) -> bytes:
         """A raw MAC under the label's active key (for values that are never stored, e.g. DPoP nonces)."""
         return hmac.new(self._active_key(label)[1], data, hashlib.sha256).digest()

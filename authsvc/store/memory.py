@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 
 
 class MemoryStore:
@@ -49,6 +50,9 @@ class MemoryStore:
             if entry is None:
                 return None
             return entry[0] if isinstance(entry[0], bytes) else str(entry[0]).encode()
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return [self.get(key) for key in keys]
 
     def take(self, key: str) -> bytes | None:
         with self._lock:

@@ -124,3 +124,13 @@ def _segments(header: dict[str, object], body: dict[str, object]) -> str:
         return base64.urlsafe_b64encode(json.dumps(doc).encode()).rstrip(b"=").decode()
 
     return f"{enc({'typ': 'dpop+jwt', 'alg': 'ES256', **header})}.{enc(body)}.c2ln"
+
+
+@pytest.mark.parametrize("code", range(0x80))
+def test_control_characters_are_c0_but_tab_lf_cr(code: int) -> None:
+    body = b"grant_type=x&code=a%" + f"{code:02X}".encode() + b"b"
+    if code < 0x20 and chr(code) not in "\t\n\r":
+        with pytest.raises(OAuthError, match="control characters"):
+            forms.parse(FORM, body)
+    else:
+        assert forms.parse(FORM, body)["code"] == "a" + chr(code) + "b"

@@ -101,3 +101,42 @@ def test_get_leaves_the_value_and_sees_expiry(store: Store) -> None:
     store.put("h", b"v", 1)
     time.sleep(1.1)
     assert store.get("h") is None
+
+
+def test_get_many_reads_each_key_in_order(store: Store) -> None:
+    store.put("a", b"1", 10)
+    store.put("c", b"3", 10)
+    assert store.get_many(["a", "b", "c", "a"]) == [b"1", None, b"3", b"1"]
+    assert store.get_many([]) == []
+    assert store.get("a") == b"1"  # left in place
+
+
+def test_get_many_sees_expiry() -> None:
+    now = [100.0]
+    store = MemoryStore("p:", clock=lambda: now[0])
+    store.put("short", b"s", 5)
+    store.put("long", b"l", 50)
+    now[0] += 10
+    assert store.get_many(["short", "long"]) == [None, b"l"]
+
+
+def test_get_many_on_redis_sends_single_key_commands() -> None:
+    """No MGET: on Redis Cluster the keys of one call may hash to different slots."""
+    store = open_store(REDIS_URL, f"sscard-test:{secrets.token_hex(6)}:")
+    sent: list[tuple[object, ...]] = []
+    pipeline = store._redis.pipeline  # type: ignore[attr-defined]
+
+    def spying(*args: object, **kwargs: object) -> object:
+        pipe = pipeline(*args, **kwargs)
+        execute = pipe.execute
+
+        def recorded(*a: object, **k: object) -> object:
+            sent.extend(command[0] for command in pipe.command_stack)
+            return execute(*a, **k)
+
+        pipe.execute = recorded
+        return pipe
+
+    store._redis.pipeline = spying  # type: ignore[attr-defined]
+    assert store.get_many(["x", "y"]) == [None, None]
+    assert [command[0] for command in sent] == ["GET", "GET"]
