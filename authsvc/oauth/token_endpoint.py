@@ -23,6 +23,7 @@ from authsvc.oauth.forms import required
 from authsvc.oidc.discovery import TOKEN
 from authsvc.oidc.subjects import subject_for
 from authsvc.runtime import Runtime
+from authsvc.sessions import service as sessions
 from authsvc.tokens import issuing
 
 # Scopes that describe a citizen: meaningless (and refused) for a client acting for itself.
@@ -176,6 +177,9 @@ def authorization_code(runtime: Runtime, client: OAuthClient, form: dict[str, st
         raise invalid_grant("the DPoP proof's key is not the one the code is bound to (dpop_jkt)")
     s = runtime.settings
     with unit_of_work(runtime.sessions) as db:
+        if not sessions.live_for_redemption(db, code.sid):
+            # Signed out between the code and its redemption: no tokens that no logout token would ever reach.
+            raise invalid_grant("the sign-in this code came from has ended")
         grant = grants.create(
             db,
             client_id=client.client_id,

@@ -12,7 +12,7 @@ from authsvc.sessions.models import SsoSession, SsoSessionClient
 
 
 def by_sid(db: Session, sid: str, *, lock: bool = False) -> SsoSession | None:
-    if not 16 <= len(sid) <= 43:
+    if not 1 <= len(sid) <= 43:
         return None
     query = select(SsoSession).where(SsoSession.sid == sid)
     if lock:

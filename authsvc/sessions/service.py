@@ -63,9 +63,18 @@ def current(db: Session, runtime: Runtime, cookie: str | None, *, now: datetime 
     row = repository.by_sid(db, parsed[0])
     if row is None or not runtime.hmac_keys.verify(row.cookie_digest, parsed[1]):
         return None
-    if row.ended_at is not None or row.expires_at <= (now or utcnow()):
-        return None
-    return row
+    return row if is_live(row, now) else None
+
+
+def is_live(session: SsoSession, now: datetime | None = None) -> bool:
+    return session.ended_at is None and session.expires_at > (now or utcnow())
+
+
+def live_for_redemption(db: Session, sid: str) -> bool:
+    """Whether a code of session `sid` may still become a grant. The row is locked: a logout running at the same
+    time either ends the session first (the code is refused) or finds the grant and revokes it."""
+    row = repository.by_sid(db, sid, lock=True)
+    return row is not None and is_live(row)
 
 
 def auth_of(session: SsoSession) -> Authentication:

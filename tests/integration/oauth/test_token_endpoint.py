@@ -234,3 +234,26 @@ def test_malformed_bodies(client: TestClient, runtime: Runtime) -> None:
         "/token", content=b"x" * 20000, headers={"Content-Type": "application/x-www-form-urlencoded", **auth}
     )
     assert answer.status_code == 400 and error_of(answer) == "invalid_request"
+
+
+def test_a_code_of_a_session_that_ended_is_refused(client: TestClient, runtime: Runtime) -> None:
+    """A code issued just before logout must not become tokens that no logout token would ever reach."""
+    from authsvc.sessions import repository
+    from authsvc.sessions import service as sessions
+
+    rc = register_client(runtime)
+    value = issue_code(runtime, rc, sid="sess-ended")
+    with unit_of_work(runtime.sessions) as db:
+        session = repository.by_sid(db, "sess-ended")
+        assert session is not None
+        sessions.end(db, runtime, session, why="logout")
+    data = {
+        "grant_type": "authorization_code",
+        "code": value,
+        "redirect_uri": rc.registration["redirect_uris"][0],
+        "code_verifier": PKCE_VERIFIER,
+    }
+    answer = authed(client, "/token", rc, data)
+    assert answer.status_code == 400 and answer.json()["error"] == "invalid_grant"
+    with unit_of_work(runtime.sessions) as db:
+        assert db.query(OAuthGrant).count() == 0
