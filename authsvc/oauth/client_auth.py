@@ -4,8 +4,8 @@ Two methods, one per client (its registration decides) and exactly one per reque
 - `client_secret_basic` (RFC 6749 §2.3.1): form-urlencoded `id:secret` in HTTP Basic, checked against the keyed
   digest in constant time.
 - `private_key_jwt` (RFC 7523): an assertion signed with a key from the client's `jwks` or `jwks_uri`; `iss` = `sub`
-  = client_id, `aud` the issuer or the endpoint's URL, `exp` at most an hour ahead (Authlib's default lifetime),
-  `jti` single use in the shared store until `exp`.
+  = client_id, `aud` the issuer or the endpoint's URL (FAPI clients: exactly the issuer, as a string), `exp` at most
+  an hour ahead (Authlib's default lifetime), `jti` single use in the shared store until `exp`.
 
 Client rows and fetched key sets are cached per worker for `key_cache_seconds`, so the hot grants do not touch the
 database: disabling a client takes effect on every worker within that time.
@@ -382,6 +382,10 @@ def _assertion(runtime: Runtime, form: dict[str, str], endpoint: str, now: float
         raise invalid_client("client_assertion is not signed by a key registered for the client", by_header=False)
     if claims["sub"] != client_id:
         raise invalid_client("client_assertion: sub must be the client_id", by_header=False)
+    if client.fapi and claims["aud"] != runtime.settings.issuer:
+        # FAPI 2.0 §5.3.2.1 (after the 2025 audience-injection findings): the issuer, as a single string, is the
+        # only audience accepted, so an assertion made for another server or endpoint can never be replayed here.
+        raise invalid_client("client_assertion: a FAPI client's aud must be exactly the issuer", by_header=False)
     exp, jti = claims["exp"], claims["jti"]
     if exp > now + MAX_ASSERTION_LIFETIME + LEEWAY:
         raise invalid_client(f"client_assertion: exp is more than {MAX_ASSERTION_LIFETIME} s ahead", by_header=False)

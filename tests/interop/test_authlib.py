@@ -210,7 +210,10 @@ def oauth_client(
         event_hooks={"request": [sent] if sent else [], "response": [dpop.saw] if dpop else []},
     )
     if method == AuthMethod.PRIVATE_KEY_JWT:
-        client.register_client_auth_method(PrivateKeyJWT(alg="ES256"))
+        # Authlib's default audience is the endpoint's URL, which the provider accepts from ordinary clients; a FAPI
+        # client must name the issuer as the only audience (FAPI 2.0 §5.3.2.1), Authlib's documented setting.
+        audience = metadata["issuer"] if registered.registration["fapi"] else None
+        client.register_client_auth_method(PrivateKeyJWT(token_endpoint=audience, alg="ES256"))
     return client
 
 
@@ -451,7 +454,8 @@ def test_fapi_flow_with_par_dpop_and_private_key_jwt(
         assert request_uri.startswith("urn:ietf:params:oauth:request_uri:") and pushed.json()["expires_in"] > 0
         (par_form,) = sent.forms(par_url)
         assertion = jwt.decode(par_form["client_assertion"], ECKey.import_key(portal.private_jwk)).claims
-        assert assertion["aud"] == par_url and assertion["iss"] == assertion["sub"] == portal.client_id
+        issuer = rp.load_server_metadata()["issuer"]
+        assert assertion["aud"] == issuer and assertion["iss"] == assertion["sub"] == portal.client_id
         assert assertion["exp"] - assertion["iat"] == 3600  # Authlib's default assertion lifetime, accepted
 
         url, _ = client.create_authorization_url(

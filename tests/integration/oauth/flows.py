@@ -38,7 +38,8 @@ def authed(
     """POST with the client's own authentication method."""
     if rc.secret is not None:
         return post(client, path, data, {"Authorization": basic_auth(rc.client_id, rc.secret), **(headers or {})})
-    return post(client, path, {**data, **assertion_form(rc, ISSUER + path)}, headers)
+    audience = ISSUER if rc.registration["fapi"] else ISSUER + path  # FAPI: the issuer is the only audience
+    return post(client, path, {**data, **assertion_form(rc, audience)}, headers)
 
 
 def secret_client(runtime: Runtime, **spec: Any) -> RegisteredClient:

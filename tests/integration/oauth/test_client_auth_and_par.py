@@ -185,3 +185,18 @@ def test_par_with_dpop_binds_the_code_key(client: TestClient, runtime: Runtime) 
     assert answer.status_code == 201, answer.text
     params = par.take_request(runtime.store, answer.json()["request_uri"], rc.client_id)
     assert params is not None and params["dpop_jkt"] == jkt_of(key)
+
+
+def test_a_fapi_client_names_the_issuer_as_the_only_audience(client: TestClient, runtime: Runtime) -> None:
+    """FAPI 2.0 §5.3.2.1: an assertion made out to an endpoint (or with several audiences) could have been made
+    for another server's endpoint of the same URL; only the issuer as a single string is accepted."""
+    rc = register(runtime, fapi=True, grant_types=["client_credentials"], scopes=["sscard:admin"], redirect_uris=[])
+
+    def token(audience: str | list[str]):  # type: ignore[no-untyped-def]
+        headers = {"DPoP": dpop_proof(new_dpop_key(), htu=ISSUER + "/token")}
+        return post(client, "/token", {**CC, **assertion_form(rc, audience)}, headers)  # type: ignore[arg-type]
+
+    for audience in (ISSUER + "/token", [ISSUER], [ISSUER, ISSUER + "/token"]):
+        refused = token(audience)
+        assert refused.status_code == 401 and refused.json()["error"] == "invalid_client", audience
+    assert token(ISSUER).status_code == 200
