@@ -42,7 +42,7 @@ def _admin() -> Iterator[tuple[Runtime, Session]]:
 def prepare(runtime: Runtime, *, migrate: bool) -> None:
     """Bring the database to the code's schema (or insist that it is) and make sure signing keys exist."""
     from authsvc import migrate as migrations
-    from keys import signing
+    from keys import hmac_keys, signing
 
     if migrations.pending(runtime.engine):
         if not migrate:
@@ -50,6 +50,8 @@ def prepare(runtime: Runtime, *, migrate: bool) -> None:
         migrations.upgrade(runtime.engine)
     with unit_of_work(runtime.sessions) as session:
         signing.ensure(session, runtime.sealer)
+        for label in hmac_keys.LABELS:
+            hmac_keys.ensure_key(session, runtime.sealer, label)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -23,6 +23,16 @@ from keys.sealing import Sealer
 
 ALGORITHM = "hmac-sha256"
 
+# Every label, in one place: `authsvc.cli.prepare` creates their keys before the service serves. A key created on
+# first use inside a request would need a second transaction, which SQLite serialises behind the request's own.
+CLIENT_SECRET = "client_secret"  # noqa: S105 - a label
+REFRESH_TOKEN = "refresh_token"  # noqa: S105 - a label
+SESSION_COOKIE = "session_cookie"
+DPOP_NONCE = "dpop_nonce"
+LOGOUT_CSRF = "logout_csrf"
+PAIRWISE_SUBJECT = "pairwise_subject"  # never rotated: pairwise subjects must stay stable
+LABELS = (CLIENT_SECRET, REFRESH_TOKEN, SESSION_COOKIE, DPOP_NONCE, LOGOUT_CSRF, PAIRWISE_SUBJECT)
+
 
 def ensure_key(session: Session, sealer: Sealer, label: str) -> KeyRecord:
     lock(session, f"keys:hmac:{label}")

@@ -17,9 +17,9 @@ from authsvc.audit import service as audit
 from authsvc.clients.models import AuthMethod, ClientStatus, GrantType, OAuthClient, SubjectType
 from authsvc.oauth import scopes as known_scopes
 from authsvc.tokens.assurance import LEVELS
-from keys.hmac_keys import HmacKeys
+from keys.hmac_keys import CLIENT_SECRET, HmacKeys
 
-SECRET_LABEL = "client_secret"  # noqa: S105 - the HMAC key's label, not a secret
+SECRET_LABEL = CLIENT_SECRET
 # RFC 9449/FAPI 2.0 signing algorithms; RS256 and HMAC algorithms are refused for client keys.
 CLIENT_KEY_ALGORITHMS = ("ES256", "PS256", "EdDSA")
 _LOOPBACK = {"127.0.0.1", "localhost", "[::1]", "::1"}

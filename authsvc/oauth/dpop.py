@@ -25,9 +25,10 @@ import jwt
 
 from authsvc.oidc.discovery import DPOP_ALGORITHMS
 from authsvc.store import Store
+from keys import hmac_keys
 
 PROOF_TYP = "dpop+jwt"
-NONCE_LABEL = "dpop_nonce"
+NONCE_LABEL = hmac_keys.DPOP_NONCE
 MAX_PROOF = 8192
 IAT_LEEWAY = 5  # seconds a client's clock may run ahead
 MAX_JTI = 256

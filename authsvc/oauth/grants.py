@@ -27,8 +27,9 @@ from authsvc.database import utcnow
 from authsvc.oauth.models import OAuthGrant, RefreshToken
 from authsvc.runtime import Runtime
 from authsvc.store import Store
+from keys import hmac_keys
 
-REFRESH_LABEL = "refresh_token"  # the HMAC key's label
+REFRESH_LABEL = hmac_keys.REFRESH_TOKEN
 _REFRESH = re.compile(r"([0-9a-f]{32})\.([A-Za-z0-9_-]{43})")
 
 

@@ -30,10 +30,11 @@ from authsvc.oidc.discovery import LOGOUT
 from authsvc.runtime import Runtime
 from authsvc.sessions import service as sessions
 from authsvc.sessions.models import SsoSession
+from keys import hmac_keys
 
 router = APIRouter(tags=["oidc"])
 
-CSRF_LABEL = "logout_csrf"
+CSRF_LABEL = hmac_keys.LOGOUT_CSRF
 CARRIED = ("client_id", "post_logout_redirect_uri", "state", "ui_locales")
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import base64
 
 from authsvc.clients.models import OAuthClient, SubjectType
-from keys.hmac_keys import HmacKeys
+from keys.hmac_keys import PAIRWISE_SUBJECT, HmacKeys
 
-PAIRWISE_LABEL = "pairwise_subject"
+PAIRWISE_LABEL = PAIRWISE_SUBJECT
 
 
 def subject_for(client: OAuthClient, subject: str, hmac_keys: HmacKeys) -> str:

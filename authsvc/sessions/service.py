@@ -22,9 +22,10 @@ from authsvc.sessions import repository
 from authsvc.sessions.models import SsoSession
 from authsvc.tokens import assurance
 from authsvc.tokens.issuing import Authentication
+from keys import hmac_keys
 
 COOKIE = "sscard_session"
-COOKIE_LABEL = "session_cookie"
+COOKIE_LABEL = hmac_keys.SESSION_COOKIE
 EVENT_START = "sso_session_started"
 EVENT_END = "sso_session_ended"
 _PART = re.compile(r"[A-Za-z0-9_-]+")

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from authsvc.database import unit_of_work, utcnow
 from authsvc.runtime import Runtime
-from keys import card_master, card_pki, repository, signing
+from keys import card_master, card_pki, hmac_keys, repository, signing
 from keys.models import KeyRecord, KeyState, Purpose
 from keys.sealing import Sealer, SealError
 from keys.signing import Keyring, RotationRefused
@@ -78,7 +78,8 @@ def test_private_material_is_sealed_at_rest(runtime: Runtime) -> None:
         card_pki.ensure_issuer(session, runtime.sealer, "110000")
         card_master.ensure_master(session, runtime.sealer, "sm4")
         rows = list(session.scalars(select(KeyRecord)))
-    assert {r.purpose for r in rows} == {"signing", "root_ca", "issuer_ca", "card_master"}
+    assert {r.purpose for r in rows} == {"signing", "root_ca", "issuer_ca", "card_master", "hmac"}
+    assert {r.label for r in rows if r.purpose == "hmac"} == set(hmac_keys.LABELS)  # all made before serving
     for row in rows:
         assert b"PRIVATE KEY" not in row.sealed_secret
         assert runtime.sealer.open(row.sealed_secret)
