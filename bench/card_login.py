@@ -23,14 +23,12 @@ import multiprocessing as mp
 import os
 import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -42,6 +40,7 @@ from authsvc.migrate import upgrade  # noqa: E402
 from authsvc.registry import service as registry  # noqa: E402
 from authsvc.registry.ssn import check_character  # noqa: E402
 from authsvc.runtime import Runtime  # noqa: E402
+from bench.harness import REDIS_URL, create_database, drop_database, start_server  # noqa: E402
 from card import kiosk as kiosk_client  # noqa: E402
 from card.apdu import CommandAPDU  # noqa: E402
 from card.application import SoftCard  # noqa: E402
@@ -51,7 +50,6 @@ from card.request_signing import b64url, b64url_decode  # noqa: E402
 from tests.fixtures.pcsc import READER, ensure_pcscd, insert_soft_card  # noqa: E402
 from tests.fixtures.softcard import evidence, transmit  # noqa: E402
 
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 PIN = "123456"
 TARGET_APDUS = 8
 TARGET_SERVER_MS = 5.0
@@ -96,12 +94,8 @@ def setup(backend: str, home: Path, port: int, cards: int) -> tuple[Settings, di
     kek = Fernet.generate_key().decode()
     dbname = ""
     if backend == "postgresql":
-        dbname = f"sscard_bench_{secrets.token_hex(4)}"
-        admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{dbname}"'))
-        admin.dispose()
-        url, redis_url = PG_ADMIN.rsplit("/", 1)[0] + "/" + dbname, "redis://127.0.0.1:6379/0"
+        url, dbname = create_database()
+        redis_url = REDIS_URL
     else:
         url, redis_url = f"sqlite:///{home / 'sscard.db'}", "memory://"
     settings = Settings(
@@ -144,35 +138,6 @@ def setup(backend: str, home: Path, port: int, cards: int) -> tuple[Settings, di
         "SSCARD_THROTTLE_TERMINAL_FAILURES": "100000",
     }
     return settings, env, paths, home / "kiosk.json", dbname
-
-
-def start_server(env: dict[str, str], port: int, workers: int, cpus: str | None) -> subprocess.Popen[bytes]:
-    pin = ["taskset", "-c", cpus] if cpus else []
-    proc = subprocess.Popen(
-        [
-            *pin,
-            sys.executable,
-            "-m",
-            "authsvc",
-            "serve",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        cwd=ROOT,
-    )
-    for _ in range(300):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("the service did not start")
 
 
 def apdu_round_trip(n: int) -> list[float]:
@@ -311,10 +276,7 @@ def main() -> int:
             server.terminate()
             server.wait(timeout=30)
             if dbname:
-                admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-                with admin.connect() as conn:
-                    conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'))
-                admin.dispose()
+                drop_database(dbname)
         print(json.dumps(report))
     return 0
 

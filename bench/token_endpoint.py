@@ -40,7 +40,6 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
-import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -54,9 +53,9 @@ from authsvc.migrate import upgrade  # noqa: E402
 from authsvc.oauth import grants  # noqa: E402
 from authsvc.runtime import Runtime  # noqa: E402
 from authsvc.tokens import issuing  # noqa: E402
+from bench.harness import create_database, drop_database, start_server  # noqa: E402
 from tests.fixtures.oidc import basic_auth  # noqa: E402
 
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 # For scale (issue 3): Keycloak's sizing guide budgets 120 client-credentials grants/s per vCPU; Ory Hydra published
 # 513 grants/s and 5,109 introspections/s on 2 CPUs.
 REFERENCE = {
@@ -106,12 +105,7 @@ def setup(home: Path, port: int, refresh_tokens: int) -> tuple[dict[str, str], d
     from cryptography.fernet import Fernet
 
     kek = Fernet.generate_key().decode()
-    dbname = f"sscard_bench_{secrets.token_hex(4)}"
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{dbname}"'))
-    admin.dispose()
-    url = PG_ADMIN.rsplit("/", 1)[0] + "/" + dbname
+    url, dbname = create_database()
     settings = Settings(
         home=home,
         database_url=url,
@@ -195,33 +189,6 @@ def setup(home: Path, port: int, refresh_tokens: int) -> tuple[dict[str, str], d
         "SSCARD_ACCESS_TOKEN_TTL": "3600",
     }
     return env, made, settings, dbname
-
-
-def start_server(env: dict[str, str], port: int, workers: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "authsvc",
-            "serve",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        cwd=ROOT,
-    )
-    for _ in range(300):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("the service did not start")
 
 
 def wrk(url: str, script: Path, seconds: float, connections: int, threads: int) -> dict[str, float]:
@@ -352,10 +319,7 @@ def main() -> int:
         finally:
             server.terminate()
             server.wait(timeout=30)
-            admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'))
-            admin.dispose()
+            drop_database(dbname)
         print(json.dumps(report))
     return 0
 

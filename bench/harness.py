@@ -1,0 +1,48 @@
+"""What every benchmark needs: a scratch PostgreSQL database and the service started as in production."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def create_database() -> tuple[str, str]:
+    """A new, empty database on the local PostgreSQL: (its URL, its name)."""
+    name = f"sscard_bench_{secrets.token_hex(4)}"
+    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return PG_ADMIN.rsplit("/", 1)[0] + "/" + name, name
+
+
+def drop_database(name: str) -> None:
+    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def start_server(env: dict[str, str], port: int, workers: int, cpus: str | None = None) -> subprocess.Popen[bytes]:
+    """`authsvc serve` with `workers` processes (pinned to `cpus` with taskset), once it answers /healthz."""
+    pin = ["taskset", "-c", cpus] if cpus else []
+    command = [sys.executable, "-m", "authsvc", "serve", "--port", str(port), "--workers", str(workers)]
+    proc = subprocess.Popen([*pin, *command, "--log-level", "warning"], env=env, cwd=ROOT)
+    for _ in range(300):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("the service did not start")
