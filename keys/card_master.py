@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import secrets
-
 from sqlalchemy.orm import Session
 
-from authsvc.database import lock, utcnow
 from card.cryptogram import SYMMETRIC_ALGORITHMS, diversify_key
 from keys import repository
-from keys.models import KeyRecord, KeyState, Purpose
+from keys.models import KeyRecord, Purpose
 from keys.sealing import Sealer
 
 
@@ -21,25 +17,14 @@ class MasterKeyMissing(Exception):
 def ensure_master(session: Session, sealer: Sealer, algorithm: str) -> KeyRecord:
     if algorithm not in SYMMETRIC_ALGORITHMS:
         raise ValueError(f"algorithm must be one of {', '.join(SYMMETRIC_ALGORITHMS)}")
-    lock(session, f"keys:card_master:{algorithm}")
-    record = repository.active(session, Purpose.CARD_MASTER, label=algorithm)
-    if record is not None:
-        return record
-    now = utcnow()
-    return repository.add(
+    return repository.ensure_secret(
         session,
-        KeyRecord(
-            kid=f"mk-{algorithm}-{secrets.token_hex(4)}",
-            purpose=Purpose.CARD_MASTER,
-            algorithm=algorithm,
-            state=KeyState.ACTIVE,
-            label=algorithm,
-            public_pem=None,
-            certificate_pem=None,
-            sealed_secret=sealer.seal(os.urandom(16)),
-            created_at=now,
-            activated_at=now,
-        ),
+        sealer,
+        purpose=Purpose.CARD_MASTER,
+        label=algorithm,
+        algorithm=algorithm,
+        kid_prefix=f"mk-{algorithm}",
+        size=16,
     )
 
 

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
-import secrets
 import threading
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from authsvc.database import lock, unit_of_work, utcnow
+from authsvc.database import unit_of_work
 from keys import repository
-from keys.models import KeyRecord, KeyState, Purpose
+from keys.models import KeyRecord, Purpose
 from keys.sealing import Sealer
 
 ALGORITHM = "hmac-sha256"
@@ -35,25 +33,8 @@ LABELS = (CLIENT_SECRET, REFRESH_TOKEN, SESSION_COOKIE, DPOP_NONCE, LOGOUT_CSRF,
 
 
 def ensure_key(session: Session, sealer: Sealer, label: str) -> KeyRecord:
-    lock(session, f"keys:hmac:{label}")
-    record = repository.active(session, Purpose.HMAC, label=label)
-    if record is not None:
-        return record
-    now = utcnow()
-    return repository.add(
-        session,
-        KeyRecord(
-            kid=f"hk-{label[:16]}-{secrets.token_hex(4)}",
-            purpose=Purpose.HMAC,
-            algorithm=ALGORITHM,
-            state=KeyState.ACTIVE,
-            label=label,
-            public_pem=None,
-            certificate_pem=None,
-            sealed_secret=sealer.seal(os.urandom(32)),
-            created_at=now,
-            activated_at=now,
-        ),
+    return repository.ensure_secret(
+        session, sealer, purpose=Purpose.HMAC, label=label, algorithm=ALGORITHM, kid_prefix=f"hk-{label[:16]}", size=32
     )
 
 
