@@ -64,10 +64,14 @@ class Provider:
             self._meta = meta
         return self._meta
 
-    def key_for(self, token: str) -> Any:
+    def verify(self, token: str, audience: str, require: list[str]) -> dict[str, Any]:
+        """The claims of a token the provider signed for `audience`; raises jwt.PyJWTError."""
         if self._jwks is None:
             self._jwks = jwt.PyJWKClient(self.meta["jwks_uri"])
-        return self._jwks.get_signing_key_from_jwt(token).key
+        key = self._jwks.get_signing_key_from_jwt(token).key
+        return jwt.decode(
+            token, key, algorithms=["ES256"], audience=audience, issuer=self.issuer, options={"require": require}
+        )
 
 
 def _page(config: PortalConfig, body: str) -> HTMLResponse:
@@ -154,14 +158,7 @@ def create_portal(config: PortalConfig) -> FastAPI:
             return _page(config, f"<p>Sign-in failed: token endpoint answered {answer.status_code}.</p>")
         try:
             id_token = answer.json()["id_token"]
-            claims = jwt.decode(
-                id_token,
-                provider.key_for(id_token),
-                algorithms=["ES256"],
-                audience=config.client_id,
-                issuer=config.issuer,
-                options={"require": ["exp", "iat", "sub", "nonce"]},
-            )
+            claims = provider.verify(id_token, config.client_id, ["exp", "iat", "sub", "nonce"])
         except (ValueError, KeyError, TypeError, jwt.PyJWTError):
             return _page(config, "<p>Sign-in failed: the ID token was refused.</p>")
         if not secrets.compare_digest(claims["nonce"], flow["nonce"]):
@@ -185,14 +182,7 @@ def create_portal(config: PortalConfig) -> FastAPI:
         try:
             if jwt.get_unverified_header(token).get("typ") != "logout+jwt":
                 raise jwt.InvalidTokenError("not a logout token")
-            claims = jwt.decode(
-                token,
-                provider.key_for(token),
-                algorithms=["ES256"],
-                audience=config.client_id,
-                issuer=config.issuer,
-                options={"require": ["iat", "exp", "jti", "events"]},
-            )
+            claims = provider.verify(token, config.client_id, ["iat", "exp", "jti", "events"])
             named = claims.get("sid") or claims.get("sub")
             if LOGOUT_EVENT not in claims["events"] or "nonce" in claims or not named:
                 raise jwt.InvalidTokenError("not a back-channel logout token")
