@@ -131,7 +131,11 @@ class DPoP:
         if claims.get("htm") != method:
             raise DPoPError("invalid_dpop_proof", "htm does not match the request method")
         htu = claims.get("htu")
-        if not isinstance(htu, str) or len(htu) > 2048 or normalise_url(htu) != normalise_url(url):
+        try:
+            same_url = isinstance(htu, str) and len(htu) <= 2048 and normalise_url(htu) == normalise_url(url)
+        except ValueError:  # urllib refuses a bad port or IPv6 literal: the client's mistake, not a 500
+            same_url = False
+        if not same_url:
             raise DPoPError("invalid_dpop_proof", "htu does not match the endpoint URL")
         iat = claims.get("iat")
         if (

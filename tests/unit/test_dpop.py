@@ -78,6 +78,14 @@ def test_method_and_url_must_match(dpop: DPoP) -> None:
     assert dpop.verify([dpop_proof(key, htu="HTTPS://ID.example.gov.cn:443/token?x=1#f")], method="POST", url=URL)
 
 
+@pytest.mark.parametrize(
+    "htu", ["https://id.example.gov.cn:abc/token", "https://id.example.gov.cn:99999/token", "https://[::1/token"]
+)
+def test_unparseable_htu_is_a_refusal(dpop: DPoP, htu: str) -> None:
+    # urllib raises ValueError on these; it must become invalid_dpop_proof (a 400/401), never a 500.
+    assert "htu" in refused(dpop, dpop_proof(new_dpop_key(), htu=htu))
+
+
 def test_iat_window(dpop: DPoP) -> None:
     key = new_dpop_key()
     assert "older" in refused(dpop, dpop_proof(key, htu=URL, now=time.time() - 120))
