@@ -22,6 +22,7 @@ from keys.hmac_keys import CLIENT_SECRET, HmacKeys
 SECRET_LABEL = CLIENT_SECRET
 # RFC 9449/FAPI 2.0 signing algorithms; RS256 and HMAC algorithms are refused for client keys.
 CLIENT_KEY_ALGORITHMS = ("ES256", "PS256", "EdDSA")
+MIN_RSA_BITS = 2048  # FAPI 2.0 §5.4.1 (DPoP proofs are held to the same)
 _LOOPBACK = {"127.0.0.1", "localhost", "[::1]", "::1"}
 
 
@@ -72,8 +73,9 @@ def _check_uri(uri: str, what: str, *, allow_query: bool = True) -> str:
 
 
 def _check_jwks(jwks: dict[str, Any]) -> dict[str, Any]:
+    from cryptography.hazmat.primitives.asymmetric import rsa
     from jwt import PyJWK
-    from jwt.exceptions import PyJWKError
+    from jwt.exceptions import PyJWTError
 
     keys = jwks.get("keys") if isinstance(jwks, dict) else None
     if not isinstance(keys, list) or not keys:
@@ -87,9 +89,11 @@ def _check_jwks(jwks: dict[str, Any]) -> dict[str, Any]:
         if alg is not None and alg not in CLIENT_KEY_ALGORITHMS:
             raise ClientError(f"jwks: algorithm {alg} is not accepted; use one of {', '.join(CLIENT_KEY_ALGORITHMS)}")
         try:
-            PyJWK(key)
-        except PyJWKError as exc:
+            parsed = PyJWK(key)
+        except (PyJWTError, ValueError, TypeError) as exc:  # InvalidKeyError is not a PyJWKError
             raise ClientError(f"jwks: unusable key: {exc}") from None
+        if isinstance(parsed.key, rsa.RSAPublicKey) and parsed.key.key_size < MIN_RSA_BITS:
+            raise ClientError(f"jwks: RSA keys must have at least {MIN_RSA_BITS} bits")
     return {"keys": keys}
 
 
@@ -311,6 +315,9 @@ def spec_from_json(doc: Any) -> ClientSpec:
         elif member == "jwks":
             if not isinstance(value, dict):
                 raise ClientError("jwks must be a JWK Set object")
+        elif member == "client_name":
+            if not isinstance(value, str):  # null included: the name is required
+                raise ClientError("client_name must be a string")
         elif value is not None and not isinstance(value, str):
             raise ClientError(f"{member} must be a string")
         kwargs[attr] = value

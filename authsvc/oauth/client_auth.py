@@ -282,12 +282,13 @@ def _basic(runtime: Runtime, authorization: str, form: dict[str, str]) -> OAuthC
         raise invalid_client("the Authorization header must use the Basic scheme", by_header=True)
     try:
         decoded = binascii.a2b_base64(credentials.strip(), strict_mode=True).decode("utf-8")
+        raw_id, colon, raw_secret = decoded.partition(":")
+        # Percent-decoding is strict (RFC 6749 §2.3.1): a %-escape that is not UTF-8 raises UnicodeDecodeError.
+        client_id, secret = unquote_plus(raw_id, errors="strict"), unquote_plus(raw_secret, errors="strict")
     except (binascii.Error, ValueError):
         raise invalid_client("malformed Basic credentials", by_header=True) from None
-    raw_id, colon, raw_secret = decoded.partition(":")
     if not colon:
         raise invalid_client("malformed Basic credentials", by_header=True)
-    client_id, secret = unquote_plus(raw_id, errors="strict"), unquote_plus(raw_secret, errors="strict")
     if "client_id" in form and form["client_id"] != client_id:
         raise invalid_request("client_id differs from the authenticated client")
     client = clients(runtime).get(client_id)
@@ -330,6 +331,8 @@ def _candidates(keys: ParsedKeys, kid: Any, alg: str) -> list[Any]:
         if data.get("kty") != kty or (crv is not None and data.get("crv") != crv):
             continue
         if data.get("alg") not in (None, alg) or data.get("use") not in (None, "sig"):
+            continue
+        if kty == "RSA" and key.key.key_size < clients_service.MIN_RSA_BITS:  # keys fetched from a jwks_uri too
             continue
         found.append(key.key)
     return found
@@ -387,6 +390,9 @@ def _assertion(runtime: Runtime, form: dict[str, str], endpoint: str, now: float
         # only audience accepted, so an assertion made for another server or endpoint can never be replayed here.
         raise invalid_client("client_assertion: a FAPI client's aud must be exactly the issuer", by_header=False)
     exp, jti = claims["exp"], claims["jti"]
+    if not isinstance(exp, int | float) or isinstance(exp, bool):
+        # pyjwt accepts any value int() takes, "1800000000" included; RFC 7519 §2 NumericDate is a JSON number.
+        raise invalid_client("client_assertion: exp must be a number", by_header=False)
     if exp > now + MAX_ASSERTION_LIFETIME + LEEWAY:
         raise invalid_client(f"client_assertion: exp is more than {MAX_ASSERTION_LIFETIME} s ahead", by_header=False)
     if not isinstance(jti, str) or not 1 <= len(jti) <= 256:

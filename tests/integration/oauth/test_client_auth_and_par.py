@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 
-from cryptography.hazmat.primitives.asymmetric import ec
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi.testclient import TestClient
+from jwt.algorithms import RSAAlgorithm
 
 from authsvc.clients import service as clients
 from authsvc.database import unit_of_work
-from authsvc.oauth import par
+from authsvc.oauth import client_auth, par
 from authsvc.runtime import Runtime
 from tests.fixtures.oidc import assertion_form, basic_auth, client_assertion, dpop_proof, jkt_of, new_dpop_key
 from tests.fixtures.oidc import register_client as register
@@ -80,6 +84,48 @@ def test_private_key_jwt_refusals(client: TestClient, runtime: Runtime) -> None:
     )
     assert "client_assertion_type" in refused({"client_assertion": client_assertion(rc, url)})
     assert "failed" in refused({**assertion_form(rc, url), "client_id": "another"})
+
+
+def test_basic_credentials_that_do_not_percent_decode(client: TestClient, runtime: Runtime) -> None:
+    # RFC 6749 §2.3.1 form-encodes id and secret; "%ff" is not UTF-8. A 401, at every endpoint, never a 500.
+    for raw in (b"%ff:x", b"x:%ff"):
+        header = {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+        for path, form in (("/token", CC), ("/introspect", {"token": "x"}), ("/revoke", {"token": "x"})):
+            answer = post(client, path, form, header)
+            assert answer.status_code == 401 and answer.json()["error"] == "invalid_client", (path, answer.text)
+            assert answer.headers["www-authenticate"].startswith("Basic realm=")
+
+
+def test_assertion_exp_must_be_a_number(client: TestClient, runtime: Runtime) -> None:
+    rc = machine(runtime)
+    form = assertion_form(rc, ISSUER + "/token", exp=str(int(time.time()) + 60))  # pyjwt itself accepts it
+    answer = post(client, "/token", {**CC, **form})
+    assert answer.status_code == 401 and "exp" in answer.json()["error_description"], answer.text
+
+
+def rsa_jwk(bits: int) -> tuple[rsa.RSAPrivateKey, dict[str, str]]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    return key, {**json.loads(RSAAlgorithm.to_jwk(key.public_key())), "kid": "r1", "alg": "PS256"}
+
+
+def test_rsa_client_keys_have_at_least_2048_bits(client: TestClient, runtime: Runtime) -> None:
+    weak, weak_jwk = rsa_jwk(1024)
+    with pytest.raises(clients.ClientError, match="2048"):
+        machine(runtime, jwks={"keys": [weak_jwk]})
+    strong, strong_jwk = rsa_jwk(2048)
+    rc = machine(runtime, jwks={"keys": [strong_jwk]})
+    url = ISSUER + "/token"
+    ok = client_assertion(rc, url, key=strong, kid="r1", alg="PS256")
+    assert post(client, "/token", {**CC, **assertion_form(rc, url), "client_assertion": ok}).status_code == 200
+    # A key that reached the registry another way (a jwks_uri, a row from before the rule) is not used either.
+    with unit_of_work(runtime.sessions) as session:
+        row = clients.get(session, rc.client_id)
+        assert row is not None
+        row.jwks = {"keys": [weak_jwk]}
+    client_auth.clients(runtime).forget(rc.client_id)
+    forged = client_assertion(rc, url, key=weak, kid="r1", alg="PS256")
+    answer = post(client, "/token", {**CC, **assertion_form(rc, url), "client_assertion": forged})
+    assert answer.status_code == 401 and "not signed by a key" in answer.json()["error_description"]
 
 
 def test_one_method_per_request(client: TestClient, runtime: Runtime) -> None:

@@ -190,6 +190,22 @@ def test_admin_api(client: TestClient, runtime: Runtime) -> None:
     assert client.post("/admin/clients", content=b"{", headers=auth).status_code == 400
 
 
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"client_name": None},
+        {"client_name": "x", "grant_types": ["client_credentials"], "jwks": {"keys": [{"kty": "EC", "crv": "P-256"}]}},
+        {"client_name": "x", "grant_types": ["client_credentials"], "jwks": {"keys": [{"kty": "EC", "x": 1, "y": 2}]}},
+        {"client_name": "x", "grant_types": ["client_credentials"], "jwks": {"keys": [{"kty": "RSA", "n": "AQAB"}]}},
+    ],
+)
+def test_admin_api_bad_metadata_is_a_400(client: TestClient, runtime: Runtime, doc: dict) -> None:
+    # Null where a string belongs, and keys the JOSE library chokes on (InvalidKeyError, TypeError): never a 500.
+    auth = {"Authorization": f"Bearer {admin_token(client, runtime)}"}
+    answer = client.post("/admin/clients", json=doc, headers=auth)
+    assert answer.status_code == 400 and answer.json()["reason"] == "invalid_client_metadata", answer.text
+
+
 def test_admin_api_needs_the_admin_scope(client: TestClient, runtime: Runtime) -> None:
     assert client.get("/admin/clients").status_code == 401
     portal = register_client(runtime)
