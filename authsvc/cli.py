@@ -220,6 +220,29 @@ def cmd_logout_deliver(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_purge(args: argparse.Namespace) -> int:
+    from authsvc.database import utcnow
+    from authsvc.maintenance import purge
+
+    with _admin() as (_, session):
+        report = purge(session, now=utcnow(), keep=timedelta(days=args.keep_days), batch=args.batch)
+    print(json.dumps(report.counts()))
+    return 0
+
+
+def _count(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}")
+        return value
+
+    return parse
+
+
 def _client_command(run: Callable[[Runtime, Session], None]) -> int:
     from authsvc.clients.service import ClientError
 
@@ -383,6 +406,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     lo = sub.add_parser("logout", help="back-channel logout").add_subparsers(dest="lo", required=True)
     add(lo, "deliver", cmd_logout_deliver, "attempt the due back-channel logout deliveries once (the service retries)")
+
+    p = add(
+        sub,
+        "purge",
+        cmd_purge,
+        "delete SSO sessions, grants with their refresh tokens, and settled back-channel logout deliveries that "
+        "ended, expired, were revoked or were settled more than --keep-days ago; prints the counts as JSON "
+        "(schedule it with cron or a systemd timer)",
+    )
+    p.add_argument("--keep-days", type=_count(0, 36500), default=30, help="how long dead rows are kept (default 30)")
+    # Each batch is one short transaction; the upper bound keeps a batch's key list within SQLite's bound parameters.
+    p.add_argument("--batch", type=_count(1, 10000), default=1000, help="rows per statement (default 1000)")
 
     cl = sub.add_parser("client", help="OAuth clients (portals, back ends, resource servers)").add_subparsers(
         dest="cl", required=True
