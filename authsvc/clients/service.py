@@ -56,7 +56,11 @@ class ClientSpec:
 
 
 def _check_uri(uri: str, what: str, *, allow_query: bool = True) -> str:
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - urllib checks the port only when it is read
+    except ValueError:  # an unclosed IPv6 literal, a port that is not a number or out of range
+        raise ClientError(f"{what} {uri!r} is not a well-formed URL") from None
     if parts.scheme == "https" and parts.hostname:
         pass
     elif parts.scheme == "http" and parts.hostname in _LOOPBACK:

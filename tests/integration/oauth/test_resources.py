@@ -197,10 +197,14 @@ def test_admin_api(client: TestClient, runtime: Runtime) -> None:
         {"client_name": "x", "grant_types": ["client_credentials"], "jwks": {"keys": [{"kty": "EC", "crv": "P-256"}]}},
         {"client_name": "x", "grant_types": ["client_credentials"], "jwks": {"keys": [{"kty": "EC", "x": 1, "y": 2}]}},
         {"client_name": "x", "grant_types": ["client_credentials"], "jwks": {"keys": [{"kty": "RSA", "n": "AQAB"}]}},
+        {"client_name": "x", "redirect_uris": ["https://[::1/cb"]},
+        {"client_name": "x", "redirect_uris": ["https://portal.example:99999/cb"]},
+        {"client_name": "x", "grant_types": ["client_credentials"], "jwks_uri": "https://keys.example:x/jwks"},
     ],
 )
 def test_admin_api_bad_metadata_is_a_400(client: TestClient, runtime: Runtime, doc: dict) -> None:
-    # Null where a string belongs, and keys the JOSE library chokes on (InvalidKeyError, TypeError): never a 500.
+    # Null where a string belongs, keys the JOSE library chokes on (InvalidKeyError, TypeError), URLs urllib refuses
+    # (ValueError): never a 500.
     auth = {"Authorization": f"Bearer {admin_token(client, runtime)}"}
     answer = client.post("/admin/clients", json=doc, headers=auth)
     assert answer.status_code == 400 and answer.json()["reason"] == "invalid_client_metadata", answer.text
