@@ -20,6 +20,7 @@ from authsvc.oauth import dpop as dpop_proofs
 from authsvc.oauth import scopes as known_scopes
 from authsvc.oauth.errors import OAuthError, invalid_grant, invalid_request
 from authsvc.oauth.forms import required
+from authsvc.oauth.par import NOT_FOR_USERS
 from authsvc.oidc.discovery import TOKEN
 from authsvc.oidc.subjects import subject_for
 from authsvc.runtime import Runtime
@@ -175,6 +176,10 @@ def authorization_code(runtime: Runtime, client: OAuthClient, form: dict[str, st
         raise invalid_grant("code_verifier does not match the code_challenge")
     if code.dpop_jkt is not None and jkt != code.dpop_jkt:
         raise invalid_grant("the DPoP proof's key is not the one the code is bound to (dpop_jkt)")
+    if NOT_FOR_USERS & set(code.scope):
+        # PAR refuses these, /authorize admits what the client is registered for: a citizen's grant must never carry
+        # the administration scope, whichever way the code came.
+        raise OAuthError("invalid_scope", "a citizen's sign-in cannot grant a client-only scope")
     s = runtime.settings
     with unit_of_work(runtime.sessions) as db:
         if not sessions.live_for_redemption(db, code.sid):

@@ -71,6 +71,13 @@ def test_redirect_uri_mismatch(client: TestClient, runtime: Runtime) -> None:
     assert error_of(answer) == "invalid_grant" and "redirect_uri" in answer.json()["error_description"]
 
 
+def test_a_code_never_grants_the_admin_scope(client: TestClient, runtime: Runtime) -> None:
+    # A client registered for both a sign-in and sscard:admin: /authorize admits any registered scope.
+    rc = register_client(runtime, scopes=["openid", "sscard:admin"], grant_types=["authorization_code"])
+    answer = code_grant(client, runtime, rc, scope=["openid", "sscard:admin"])
+    assert answer.status_code == 400 and error_of(answer) == "invalid_scope", answer.text
+
+
 def test_code_of_another_client(client: TestClient, runtime: Runtime) -> None:
     owner, thief = register_client(runtime), register_client(runtime)
     code = issue_code(runtime, owner)
