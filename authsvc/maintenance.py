@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Column, Index, Table, delete, or_, select
+from sqlalchemy import Column, Table, delete, or_, select
 from sqlalchemy.orm import Session
 
 from authsvc.audit import service as audit
@@ -49,16 +49,6 @@ _SESSION_CLIENTS: Table = SsoSessionClient.__table__  # type: ignore[assignment]
 _GRANTS: Table = OAuthGrant.__table__  # type: ignore[assignment]
 _TOKENS: Table = RefreshToken.__table__  # type: ignore[assignment]
 _DELIVERIES: Table = LogoutDelivery.__table__  # type: ignore[assignment]
-
-# The indexes the purge finds dead rows by (migration 0005). Declared here, beside the only queries that use them,
-# so that whoever changes a query sees its index; authsvc/models.py imports this module so that migrations see
-# them. (sso_sessions.expires_at and logout_deliveries.next_attempt_at were indexed already.)
-PURGE_INDEXES = (
-    Index("ix_sso_sessions_ended_at", _SESSIONS.c.ended_at),
-    Index("ix_oauth_grants_expires_at", _GRANTS.c.expires_at),
-    Index("ix_oauth_grants_revoked_at", _GRANTS.c.revoked_at),
-)
-
 
 @dataclass
 class PurgeReport:

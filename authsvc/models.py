@@ -3,7 +3,6 @@
 from authsvc.audit.models import AuditEvent
 from authsvc.clients.models import OAuthClient
 from authsvc.database import Base
-from authsvc.maintenance import PURGE_INDEXES  # noqa: F401 - indexes declared beside the purge queries
 from authsvc.oauth.models import OAuthGrant, RefreshToken
 from authsvc.registry.models import Card, Cardholder, Terminal
 from authsvc.sessions.models import LogoutDelivery, SsoSession, SsoSessionClient  # noqa: F401 - registered for migrations

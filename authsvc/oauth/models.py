@@ -24,9 +24,9 @@ class OAuthGrant(Base):
     amr: Mapped[list[str]] = mapped_column(JSON, default=list)
     auth_time: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    # Absolute: refreshing never extends a grant beyond this.
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Absolute: refreshing never extends a grant beyond this. Indexed, with revoked_at, for `authsvc purge`.
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     revoked_reason: Mapped[str | None] = mapped_column(String(32))
 
 

@@ -25,7 +25,7 @@ class SsoSession(Base):
     auth_time: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
-    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)  # for `authsvc purge`
 
     clients: Mapped[list[SsoSessionClient]] = relationship(back_populates="session", order_by="SsoSessionClient.id")
 
