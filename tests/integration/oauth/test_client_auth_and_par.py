@@ -108,6 +108,7 @@ def rsa_jwk(bits: int) -> tuple[rsa.RSAPrivateKey, dict[str, str]]:
     return key, {**json.loads(RSAAlgorithm.to_jwk(key.public_key())), "kid": "r1", "alg": "PS256"}
 
 
+@pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")  # the weak key is the point
 def test_rsa_client_keys_have_at_least_2048_bits(client: TestClient, runtime: Runtime) -> None:
     weak, weak_jwk = rsa_jwk(1024)
     with pytest.raises(clients.ClientError, match="2048"):
