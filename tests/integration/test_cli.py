@@ -8,23 +8,9 @@ from pathlib import Path
 import pytest
 
 from authsvc.cli import main
-from authsvc.config import Settings
 from authsvc.database import unit_of_work
 from authsvc.registry import repository
 from authsvc.runtime import Runtime
-
-
-@pytest.fixture
-def env(settings: Settings, monkeypatch: pytest.MonkeyPatch, runtime: Runtime) -> Runtime:
-    for name, value in {
-        "SSCARD_HOME": str(settings.home),
-        "SSCARD_DATABASE_URL": settings.database_url,
-        "SSCARD_REDIS_URL": settings.redis_url,
-        "SSCARD_REDIS_PREFIX": settings.redis_prefix,
-        "SSCARD_KEK": settings.kek or "",
-    }.items():
-        monkeypatch.setenv(name, value)
-    return runtime
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -33,7 +19,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_enrol_issue_and_report_lost(env: Runtime, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_enrol_issue_and_report_lost(cli_env: Runtime, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "cardholder", "add", "--ssn", "110105199003072813", "--name", "张伟")
     assert code == 0 and "110105********2813" in out and "110105199003072813" not in out
     card = tmp_path / "card.json"
@@ -54,18 +40,18 @@ def test_enrol_issue_and_report_lost(env: Runtime, tmp_path: Path, capsys: pytes
     number = json.loads(card.read_text())["identification"]["card_number"]
     code, out, _ = run(capsys, "card", "set-status", number, "reported_lost")
     assert code == 0 and "reported_lost" in out and number not in out
-    with unit_of_work(env.sessions) as session:
+    with unit_of_work(cli_env.sessions) as session:
         assert repository.card_by_number(session, number).status == "reported_lost"  # type: ignore[union-attr]
     code, _, err = run(capsys, "card", "set-status", number, "active")
     assert code == 1 and "can only be cancelled" in err
 
 
-def test_refusals_exit_1_with_a_one_line_reason(env: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
+def test_refusals_exit_1_with_a_one_line_reason(cli_env: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
     code, _out, err = run(capsys, "cardholder", "add", "--ssn", "110105199003072812", "--name", "张伟")
     assert code == 1 and err.startswith("authsvc: social security number: check character") and err.count("\n") == 1
 
 
-def test_csv_import_reports_lines(env: Runtime, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_csv_import_reports_lines(cli_env: Runtime, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     csv = tmp_path / "people.csv"
     csv.write_text("ssn,name\n110105199003072813,张伟\nbad,李四\n", encoding="utf-8")
     code, out, err = run(capsys, "cardholder", "import", str(csv))
@@ -74,7 +60,7 @@ def test_csv_import_reports_lines(env: Runtime, tmp_path: Path, capsys: pytest.C
     assert code == 1 and "cannot read" in err
 
 
-def test_terminals_and_keys(env: Runtime, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_terminals_and_keys(cli_env: Runtime, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "terminal", "add", "--id", "kiosk-9", "--out", str(tmp_path / "k.json"))
     assert code == 0 and (tmp_path / "k.json").exists()
     assert run(capsys, "terminal", "set-status", "kiosk-9", "disabled")[0] == 0

@@ -17,7 +17,6 @@ from sqlalchemy import event, func, select
 from authsvc import maintenance
 from authsvc.audit.models import AuditEvent
 from authsvc.cli import main, prepare
-from authsvc.config import Settings
 from authsvc.database import unit_of_work, utcnow
 from authsvc.oauth import grants
 from authsvc.oauth.models import OAuthGrant, RefreshToken
@@ -288,26 +287,14 @@ def test_purge_refuses_arguments_that_would_reach_live_rows(runtime: Runtime) ->
     assert _purge_events(runtime) == []
 
 
-@pytest.fixture
-def env(settings: Settings, monkeypatch: pytest.MonkeyPatch, runtime: Runtime) -> Runtime:
-    for name, value in {
-        "SSCARD_HOME": str(settings.home),
-        "SSCARD_DATABASE_URL": settings.database_url,
-        "SSCARD_REDIS_URL": settings.redis_url,
-        "SSCARD_REDIS_PREFIX": settings.redis_prefix,
-        "SSCARD_KEK": settings.kek or "",
-    }.items():
-        monkeypatch.setenv(name, value)
-    return runtime
 
-
-def test_the_command_prints_the_counts_as_json(env: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_command_prints_the_counts_as_json(cli_env: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
     now = utcnow()
-    client_id = register_client(env).client_id
+    client_id = register_client(cli_env).client_id
     for _ in "12":
-        _session(env, created=now - 40 * DAY, expires=now - 40 * DAY + 8 * HOUR)
-    _grant(env, client_id, created=now - 60 * DAY, ttl=7 * DAY)
-    live = _session(env, created=now, expires=now + 8 * HOUR)
+        _session(cli_env, created=now - 40 * DAY, expires=now - 40 * DAY + 8 * HOUR)
+    _grant(cli_env, client_id, created=now - 60 * DAY, ttl=7 * DAY)
+    live = _session(cli_env, created=now, expires=now + 8 * HOUR)
 
     assert main(["purge", "--keep-days", "45"]) == 0
     assert json.loads(capsys.readouterr().out) == {
@@ -317,8 +304,8 @@ def test_the_command_prints_the_counts_as_json(env: Runtime, capsys: pytest.Capt
     assert json.loads(capsys.readouterr().out) == {
         "sessions": 2, "session_clients": 4, "grants": 0, "refresh_tokens": 0, "logout_deliveries": 0,
     }
-    assert _ids(env, SsoSession.id) == {live}
-    assert len(_purge_events(env)) == 2
+    assert _ids(cli_env, SsoSession.id) == {live}
+    assert len(_purge_events(cli_env)) == 2
 
     for bad in (["--keep-days", "-1"], ["--batch", "0"], ["--keep-days", "x"]):
         with pytest.raises(SystemExit) as exit_:

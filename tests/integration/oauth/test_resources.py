@@ -218,18 +218,6 @@ def test_admin_api_needs_the_admin_scope(client: TestClient, runtime: Runtime) -
     assert answer.status_code == 403 and 'error="insufficient_scope"' in answer.headers["www-authenticate"]
 
 
-@pytest.fixture
-def cli_env(settings, monkeypatch: pytest.MonkeyPatch, runtime: Runtime) -> Runtime:  # type: ignore[no-untyped-def]
-    for name, value in {
-        "SSCARD_HOME": str(settings.home),
-        "SSCARD_DATABASE_URL": settings.database_url,
-        "SSCARD_REDIS_URL": settings.redis_url,
-        "SSCARD_REDIS_PREFIX": settings.redis_prefix,
-        "SSCARD_KEK": settings.kek or "",
-    }.items():
-        monkeypatch.setenv(name, value)
-    return runtime
-
 
 def test_cli_client_add_show_disable(cli_env: Runtime, tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
     from authsvc.cli import main
