@@ -23,7 +23,7 @@ from authsvc.oauth.models import OAuthGrant, RefreshToken
 from authsvc.oidc import backchannel
 from authsvc.runtime import Runtime
 from authsvc.sessions.models import DeliveryStatus, LogoutDelivery, SsoSession, SsoSessionClient
-from tests.fixtures.oidc import register_client
+from tests.fixtures.oidc import make_grant, register_client
 
 KEEP = timedelta(days=30)
 HOUR = timedelta(hours=1)
@@ -66,20 +66,7 @@ def _session(runtime: Runtime, *, created: datetime, expires: datetime, ended: d
 
 def _grant(runtime: Runtime, client_id: str, *, created: datetime, ttl: timedelta) -> tuple[str, str]:
     """A grant and its first refresh token, issued at `created`."""
-    with unit_of_work(runtime.sessions) as db:
-        grant = grants.create(
-            db,
-            client_id=client_id,
-            subject="subject-1",
-            sid="sid-1",
-            scope=["openid"],
-            acr="urn:sscard:acr:card-pin",
-            amr=["sc", "pin"],
-            auth_time=int(created.timestamp()),
-            ttl=int(ttl.total_seconds()),
-            now=created,
-        )
-        return grant.id, grants.issue_refresh_token(db, runtime, grant, now=created)
+    return make_grant(runtime, client_id, scope=("openid",), ttl=int(ttl.total_seconds()), created=created)
 
 
 def _rotate(runtime: Runtime, value: str, client_id: str, at: datetime) -> str:

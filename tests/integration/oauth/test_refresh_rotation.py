@@ -5,7 +5,6 @@ leaves the token as it was."""
 from __future__ import annotations
 
 import threading
-import time
 from datetime import timedelta
 
 from sqlalchemy import func, select
@@ -15,25 +14,13 @@ from authsvc.database import unit_of_work, utcnow
 from authsvc.oauth import grants
 from authsvc.oauth.models import OAuthGrant, RefreshToken
 from authsvc.runtime import Runtime
-from tests.fixtures.oidc import register_client
+from tests.fixtures.oidc import make_grant, register_client
 
 THREADS = 8
 
 
 def _grant(runtime: Runtime, client_id: str, *, scope: tuple[str, ...] = ("openid", "profile"), ttl: int = 3600) -> str:
-    with unit_of_work(runtime.sessions) as db:
-        grant = grants.create(
-            db,
-            client_id=client_id,
-            subject="subject-1",
-            sid="sid-1",
-            scope=list(scope),
-            acr="urn:sscard:acr:card-pin",
-            amr=["sc", "pin"],
-            auth_time=int(time.time()),
-            ttl=ttl,
-        )
-        return grants.issue_refresh_token(db, runtime, grant)
+    return make_grant(runtime, client_id, scope=scope, ttl=ttl)[1]
 
 
 def _grant_row(runtime: Runtime, value: str) -> OAuthGrant:
