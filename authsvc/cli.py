@@ -285,10 +285,11 @@ def cmd_client_add(args: argparse.Namespace) -> int:
 
     def run(runtime: Runtime, session: Session) -> None:
         client, secret = service.register(session, runtime.hmac_keys, spec, actor="cli")
-        print(json.dumps(service.describe(client), indent=2, ensure_ascii=False))
-        if secret is not None:
-            print(f"client_secret: {secret}")
-            print("(shown once: only a keyed digest is stored; `authsvc client rotate-secret` makes a new one)")
+        registration = service.describe(client)
+        if secret is not None:  # as in an RFC 7591 registration response: stdout stays one JSON document
+            registration["client_secret"] = secret
+            print("the client_secret is shown once: only a keyed digest is stored", file=sys.stderr)
+        print(json.dumps(registration, indent=2, ensure_ascii=False))
 
     return _client_command(run)
 
@@ -330,8 +331,8 @@ def cmd_client_rotate_secret(args: argparse.Namespace) -> int:
 
     def run(runtime: Runtime, session: Session) -> None:
         secret = service.rotate_secret(session, runtime.hmac_keys, args.client_id, actor="cli")
-        print(f"client_secret: {secret}")
-        print("(shown once; the old secret stops working within SSCARD_KEY_CACHE_SECONDS)")
+        print(json.dumps({"client_id": args.client_id, "client_secret": secret}, indent=2))
+        print("shown once; the old secret stops working within SSCARD_KEY_CACHE_SECONDS", file=sys.stderr)
 
     return _client_command(run)
 

@@ -250,7 +250,11 @@ def test_cli_client_add_show_disable(cli_env: Runtime, tmp_path, capsys: pytest.
         )
         == 0
     )
-    assert "client_secret: " in capsys.readouterr().out
+    backend = json.loads(capsys.readouterr().out)  # one JSON document, the secret in it (RFC 7591 style)
+    assert len(backend["client_secret"]) >= 43 and backend["token_endpoint_auth_method"] == "client_secret_basic"
+    assert main(["client", "rotate-secret", backend["client_id"]]) == 0
+    rotated = json.loads(capsys.readouterr().out)
+    assert rotated["client_id"] == backend["client_id"] and rotated["client_secret"] != backend["client_secret"]
     assert main(["client", "show", registration["client_id"]]) == 0
     assert json.loads(capsys.readouterr().out)["client_id"] == registration["client_id"]
     assert main(["client", "disable", registration["client_id"]]) == 0
