@@ -233,7 +233,7 @@ def test_a_portal_may_post_its_logout_request(client: TestClient, runtime: Runti
     assert _ended(runtime)
 
 
-def test_the_delivery_loop_runs_in_the_app(settings_factory, portals: list[Portal]) -> None:  # type: ignore[no-untyped-def]
+def test_the_delivery_loop_runs_in_the_app(settings_factory) -> None:  # type: ignore[no-untyped-def]
     rt = Runtime(settings_factory(logout_retry_base=RETRY_BASE))
     prepare(rt, migrate=False)
     with TestClient(create_app(runtime=rt)):

@@ -170,7 +170,7 @@ def test_par_single_use_and_per_client(client: TestClient, runtime: Runtime) -> 
     assert par.take_request(runtime.store, body["request_uri"], rc.client_id) is None
 
 
-def test_par_expired_request_uri(settings_factory) -> None:  # type: ignore[no-untyped-def]
+def test_par_expired_request_uri() -> None:
     from authsvc.store.memory import MemoryStore
 
     now = [0.0]
