@@ -19,7 +19,6 @@ from authsvc.oauth import scopes as known_scopes
 from authsvc.tokens.assurance import LEVELS
 from keys.hmac_keys import CLIENT_SECRET, HmacKeys
 
-SECRET_LABEL = CLIENT_SECRET
 # RFC 9449/FAPI 2.0 signing algorithms; RS256 and HMAC algorithms are refused for client keys.
 CLIENT_KEY_ALGORITHMS = ("ES256", "PS256", "EdDSA")
 MIN_RSA_BITS = 2048  # FAPI 2.0 §5.4.1 (DPoP proofs are held to the same)
@@ -183,7 +182,7 @@ def register(session: Session, hmac_keys: HmacKeys, spec: ClientSpec, *, actor: 
         name=spec.name,
         status=ClientStatus.ACTIVE,
         auth_method=spec.auth_method,
-        secret_digest=hmac_keys.digest(SECRET_LABEL, secret) if secret else None,
+        secret_digest=hmac_keys.digest(CLIENT_SECRET, secret) if secret else None,
         jwks=spec.jwks,
         jwks_uri=spec.jwks_uri,
         redirect_uris=spec.redirect_uris,
@@ -243,7 +242,7 @@ def rotate_secret(session: Session, hmac_keys: HmacKeys, client_id: str, *, acto
     if client.auth_method != AuthMethod.CLIENT_SECRET_BASIC:
         raise ClientError("only client_secret_basic clients have a secret")
     secret = new_secret()
-    client.secret_digest = hmac_keys.digest(SECRET_LABEL, secret)
+    client.secret_digest = hmac_keys.digest(CLIENT_SECRET, secret)
     audit.record(
         session, event="client_secret_rotated", outcome="success", detail={"client_id": client_id, "actor": actor}
     )

@@ -10,7 +10,6 @@ the same nonces without shared state. The current and the previous window's nonc
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -25,10 +24,10 @@ import jwt
 
 from authsvc.oidc.discovery import DPOP_ALGORITHMS
 from authsvc.store import Store
+from card.request_signing import b64url
 from keys import hmac_keys
 
 PROOF_TYP = "dpop+jwt"
-NONCE_LABEL = hmac_keys.DPOP_NONCE
 MAX_PROOF = 8192
 IAT_LEEWAY = 5  # seconds a client's clock may run ahead
 MAX_JTI = 256
@@ -56,10 +55,6 @@ class Proof:
     jkt: str  # RFC 7638 thumbprint of the proof's key: what `cnf.jkt` and `dpop_jkt` carry
     jti: str
     iat: int
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def thumbprint(jwk: Mapping[str, Any]) -> str:
@@ -98,7 +93,7 @@ class DPoP:
         self.nonce_required = nonce_required
 
     def _nonce_for(self, slot: int) -> str:
-        return b64url(self.macs.mac(NONCE_LABEL, slot.to_bytes(8, "big"))[:24])
+        return b64url(self.macs.mac(hmac_keys.DPOP_NONCE, slot.to_bytes(8, "big"))[:24])
 
     def nonce(self, now: float | None = None) -> str:
         now = time.time() if now is None else now
@@ -127,7 +122,7 @@ class DPoP:
             raise DPoPError("invalid_dpop_proof", "send exactly one DPoP header")
         now = time.time() if now is None else now
         proof = headers[0]
-        claims, jkt = self._decode(proof, now)
+        claims, jkt = self._decode(proof)
         if claims.get("htm") != method:
             raise DPoPError("invalid_dpop_proof", "htm does not match the request method")
         htu = claims.get("htu")
@@ -168,7 +163,7 @@ class DPoP:
             raise DPoPError("invalid_dpop_proof", "this proof was already used (jti)")
         return Proof(jkt=jkt, jti=jti, iat=int(iat))
 
-    def _decode(self, proof: str, now: float) -> tuple[dict[str, Any], str]:
+    def _decode(self, proof: str) -> tuple[dict[str, Any], str]:
         if len(proof) > MAX_PROOF or proof.count(".") != 2:
             raise DPoPError("invalid_dpop_proof", "the DPoP header is not a JWT")
         try:

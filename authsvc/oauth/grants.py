@@ -29,7 +29,6 @@ from authsvc.runtime import Runtime
 from authsvc.store import Store
 from keys import hmac_keys
 
-REFRESH_LABEL = hmac_keys.REFRESH_TOKEN
 _REFRESH = re.compile(r"([0-9a-f]{32})\.([A-Za-z0-9_-]{43})")
 
 
@@ -84,7 +83,7 @@ def issue_refresh_token(db: Session, runtime: Runtime, grant: OAuthGrant, now: d
         RefreshToken(
             id=token_id,
             grant_id=grant.id,
-            digest=runtime.hmac_keys.digest(REFRESH_LABEL, value),
+            digest=runtime.hmac_keys.digest(hmac_keys.REFRESH_TOKEN, value),
             created_at=now,
             # A grant's lifetime is absolute: rotation never extends it.
             expires_at=min(now + timedelta(seconds=runtime.settings.refresh_token_ttl), grant.expires_at),
@@ -297,7 +296,7 @@ def _issue(conn: Connection, runtime: Runtime, grant: GrantView, now: datetime) 
         {
             "new_id": token_id,
             "new_grant_id": grant.id,
-            "new_digest": runtime.hmac_keys.digest(REFRESH_LABEL, value),
+            "new_digest": runtime.hmac_keys.digest(hmac_keys.REFRESH_TOKEN, value),
             "now": now,
             # A grant's lifetime is absolute: rotation never extends it.
             "new_expires_at": min(now + timedelta(seconds=runtime.settings.refresh_token_ttl), grant.expires_at),

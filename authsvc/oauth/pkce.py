@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import re
+
+from card.request_signing import b64url
 
 METHOD = "S256"
 _VERIFIER = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
@@ -22,7 +23,7 @@ def valid_challenge(challenge: str) -> bool:
 
 def challenge_for(verifier: str) -> str:
     digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    return b64url(digest)
 
 
 def verify(verifier: str | None, challenge: str) -> bool:

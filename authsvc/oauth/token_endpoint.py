@@ -26,6 +26,7 @@ from authsvc.oidc.subjects import subject_for
 from authsvc.runtime import Runtime
 from authsvc.sessions import service as sessions
 from authsvc.tokens import issuing
+from keys import hmac_keys
 
 # Scopes that describe a citizen: meaningless (and refused) for a client acting for itself.
 USER_SCOPES = frozenset({known_scopes.OPENID, known_scopes.PROFILE, known_scopes.SSN})
@@ -40,7 +41,7 @@ def runs_inline(runtime: Runtime, form: dict[str, str], *, authorization: str | 
     return (
         form.get("grant_type") == GrantType.CLIENT_CREDENTIALS
         and runtime.keyring.fresh()
-        and (not dpop or runtime.hmac_keys.loaded(label=dpop_proofs.NONCE_LABEL))
+        and (not dpop or runtime.hmac_keys.loaded(label=hmac_keys.DPOP_NONCE))
         and client_auth.ready(runtime, authorization=authorization, form=form)
     )
 

@@ -9,7 +9,6 @@ sign the citizen out by sending the browser here.
 
 from __future__ import annotations
 
-import base64
 import hmac
 from typing import Any
 from urllib.parse import urlencode
@@ -30,11 +29,11 @@ from authsvc.oidc.discovery import LOGOUT
 from authsvc.runtime import Runtime
 from authsvc.sessions import service as sessions
 from authsvc.sessions.models import SsoSession
+from card.request_signing import b64url
 from keys import hmac_keys
 
 router = APIRouter(tags=["oidc"])
 
-CSRF_LABEL = hmac_keys.LOGOUT_CSRF
 CARRIED = ("client_id", "post_logout_redirect_uri", "state", "ui_locales")
 
 
@@ -53,8 +52,8 @@ def verify_hint(runtime: Runtime, hint: str) -> dict[str, Any]:
 
 
 def csrf_token(runtime: Runtime, session: SsoSession) -> str:
-    mac = runtime.hmac_keys.mac(CSRF_LABEL, session.sid.encode())
-    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+    mac = runtime.hmac_keys.mac(hmac_keys.LOGOUT_CSRF, session.sid.encode())
+    return b64url(mac)
 
 
 def _client(db: Session, params: dict[str, str], hint: dict[str, Any] | None) -> OAuthClient | None:

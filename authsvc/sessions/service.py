@@ -25,7 +25,6 @@ from authsvc.tokens.issuing import Authentication
 from keys import hmac_keys
 
 COOKIE = "sscard_session"
-COOKIE_LABEL = hmac_keys.SESSION_COOKIE
 EVENT_START = "sso_session_started"
 EVENT_END = "sso_session_ended"
 _PART = re.compile(r"[A-Za-z0-9_-]+")
@@ -78,15 +77,9 @@ def live_for_redemption(db: Session, sid: str) -> bool:
     return row is not None and is_live(row)
 
 
-def auth_of(session: SsoSession) -> Authentication:
-    return Authentication(
-        subject=session.subject, auth_time=int(session.auth_time.timestamp()), acr=session.acr, amr=list(session.amr)
-    )
-
-
 def _new_secret(runtime: Runtime) -> tuple[str, str]:
     secret = secrets.token_urlsafe(32)
-    return secret, runtime.hmac_keys.digest(COOKIE_LABEL, secret)
+    return secret, runtime.hmac_keys.digest(hmac_keys.SESSION_COOKIE, secret)
 
 
 def start(db: Session, runtime: Runtime, auth: Authentication) -> tuple[SsoSession, str]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from card.request_signing import b64url
 from keys.signing import Keyring
 
 # The access-token claim naming the grant it was issued under (absent for client credentials).
@@ -69,7 +69,7 @@ def issue(
 def at_hash(access_token: str) -> str:
     """OpenID Connect Core §3.1.3.6: the left half of the access token's SHA-256 (the hash of ES256)."""
     digest = hashlib.sha256(access_token.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()
+    return b64url(digest[:16])
 
 
 def access_token(
