@@ -16,12 +16,12 @@ from sqlalchemy.orm import Session
 from authsvc.audit import service as audit
 from authsvc.clients.models import AuthMethod, ClientStatus, GrantType, OAuthClient, SubjectType
 from authsvc.oauth import scopes as known_scopes
+from authsvc.oidc.discovery import CLIENT_ASSERTION_ALGORITHMS
 from authsvc.tokens.assurance import LEVELS
 from keys.hmac_keys import CLIENT_SECRET, HmacKeys
 
-# RFC 9449/FAPI 2.0 signing algorithms; RS256 and HMAC algorithms are refused for client keys.
-CLIENT_KEY_ALGORITHMS = ("ES256", "PS256", "EdDSA")
 MIN_RSA_BITS = 2048  # FAPI 2.0 §5.4.1 (DPoP proofs are held to the same)
+PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})  # RFC 7518 §6; "k" a symmetric key
 _LOOPBACK = {"127.0.0.1", "localhost", "[::1]", "::1"}
 
 
@@ -86,11 +86,12 @@ def _check_jwks(jwks: dict[str, Any]) -> dict[str, Any]:
     for key in keys:
         if not isinstance(key, dict):
             raise ClientError("jwks: every key must be a JSON object")
-        if {"d", "p", "q", "dp", "dq", "qi", "k"} & set(key):
+        if PRIVATE_JWK_MEMBERS & set(key):
             raise ClientError("jwks must hold public keys only")
         alg = key.get("alg")
-        if alg is not None and alg not in CLIENT_KEY_ALGORITHMS:
-            raise ClientError(f"jwks: algorithm {alg} is not accepted; use one of {', '.join(CLIENT_KEY_ALGORITHMS)}")
+        if alg is not None and alg not in CLIENT_ASSERTION_ALGORITHMS:
+            accepted = ", ".join(CLIENT_ASSERTION_ALGORITHMS)
+            raise ClientError(f"jwks: algorithm {alg} is not accepted; use one of {accepted}")
         try:
             parsed = PyJWK(key)
         except (PyJWTError, ValueError, TypeError) as exc:  # InvalidKeyError is not a PyJWKError

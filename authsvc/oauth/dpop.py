@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import jwt
 
+from authsvc.clients.service import MIN_RSA_BITS, PRIVATE_JWK_MEMBERS
 from authsvc.oidc.discovery import DPOP_ALGORITHMS
 from authsvc.store import Store
 from card.request_signing import b64url
@@ -31,10 +32,9 @@ PROOF_TYP = "dpop+jwt"
 MAX_PROOF = 8192
 IAT_LEEWAY = 5  # seconds a client's clock may run ahead
 MAX_JTI = 256
-# What each accepted algorithm may be used with: (kty, crv); RSA keys are at least 2048 bits.
+# What each accepted algorithm may be used with: (kty, crv); RSA keys are at least MIN_RSA_BITS.
 KEY_TYPES = {"ES256": ("EC", "P-256"), "PS256": ("RSA", None), "EdDSA": ("OKP", "Ed25519")}
 _THUMBPRINT_MEMBERS = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"), "OKP": ("crv", "kty", "x")}
-_PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
 
 
 class DPoPError(Exception):
@@ -177,15 +177,15 @@ class DPoP:
         if alg not in DPOP_ALGORITHMS:
             raise DPoPError("invalid_dpop_proof", f"alg must be one of {', '.join(DPOP_ALGORITHMS)}")
         jwk = header.get("jwk")
-        if not isinstance(jwk, dict) or _PRIVATE_MEMBERS & set(jwk):
+        if not isinstance(jwk, dict) or PRIVATE_JWK_MEMBERS & set(jwk):
             raise DPoPError("invalid_dpop_proof", "the jwk header must be a public key")
         kty, crv = KEY_TYPES[alg]
         if jwk.get("kty") != kty or (crv is not None and jwk.get("crv") != crv):
             raise DPoPError("invalid_dpop_proof", f"{alg} needs a {crv or kty} key")
         try:
             key = jwt.PyJWK(jwk, algorithm=alg)
-            if kty == "RSA" and key.key.key_size < 2048:
-                raise DPoPError("invalid_dpop_proof", "RSA keys must have at least 2048 bits")
+            if kty == "RSA" and key.key.key_size < MIN_RSA_BITS:
+                raise DPoPError("invalid_dpop_proof", f"RSA keys must have at least {MIN_RSA_BITS} bits")
             jkt = thumbprint(jwk)
         except DPoPError:
             raise
