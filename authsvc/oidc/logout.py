@@ -146,4 +146,5 @@ def logout(request: Request, runtime: RuntimeDep, db: DbSession, body: RawBody, 
     carried = [(name, params[name]) for name in CARRIED if name in params]
     if client is not None and "client_id" not in params:
         carried.insert(0, ("client_id", client.client_id))
-    return pages.render(s, "logout.html", locale, confirm=True, csrf=csrf_token(runtime, session), carried=carried)
+    csrf = csrf_token(runtime, session)
+    return pages.render(s, "logout.html", locale, confirm=True, action=LOGOUT, csrf=csrf, carried=carried)
