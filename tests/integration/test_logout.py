@@ -184,6 +184,7 @@ def test_without_a_hint_the_citizen_confirms_with_a_csrf_token(
 ) -> None:
     page = client.get("/logout", params={"client_id": signed_in["a"].client_id, "ui_locales": "en"})
     assert page.status_code == 200 and 'name="csrf"' in page.text and '<html lang="en">' in page.text
+    assert '<form method="post" action="/logout">' in page.text
     assert not _ended(runtime)
     form = {"confirm": "yes", "client_id": signed_in["a"].client_id, "csrf": "forged"}
     assert client.post("/logout", data=form).status_code == 400  # another site cannot sign the citizen out
