@@ -76,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     helper = sub.add_parser(
         "helper",
         help="sign in from a browser with the card (desktop helper for the login page)",
-        description="Serve the service's login page on 127.0.0.1: when the page asks, show the portal's name, ask "
+        description="Listen on 127.0.0.1 for the service's login page: when the page asks, show the portal's name, ask "
         "the PIN, have the card sign the login's challenge bound to the page's origin, and send it to the service. "
         f"The PIN comes from --pin-file, else from ${card_helper.PIN_ENV} (automation), else from this terminal.",
         epilog=EPILOG,
@@ -88,7 +88,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     helper.add_argument("--reader", default=DEFAULT_READER, help=f'reader name (default "{DEFAULT_READER}")')
     helper.add_argument("--pin-file", metavar="FILE", help="read the PIN from the first line of FILE (automation)")
-    helper.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds to wait for a card (30)")
+    helper.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds to wait for a card and for each service request (default 30)",
+    )
 
     sub.add_parser(
         "readers", help="list the PC/SC readers", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -91,11 +91,12 @@ def _pending(answer: dict[str, Any], origin: str) -> tuple[bytes, str, str]:
 def sign(
     config: HelperConfig,
     login_id: str,
-    origin: str,
     *,
     open_reader: Callable[[str, float], pcsc.Reader] | None = None,
 ) -> dict[str, Any]:
-    """Sign the pending login `login_id` with the card; the service's answer. Raises LoginFailed."""
+    """Sign the pending login `login_id` with the card, in the context of the service's origin; the service's answer.
+    Raises LoginFailed."""
+    origin = config.origin
     open_reader = open_reader or kiosk.open_pcsc_reader
     with httpx.Client(base_url=config.service, timeout=config.timeout, transport=config.transport) as http:
         base = f"/login/{login_id}/card"
@@ -193,7 +194,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(409, busy, cors=True)
             return
         try:
-            answer = sign(self.server.config, login_id, self.server.config.origin, open_reader=self.server.open_reader)
+            answer = sign(self.server.config, login_id, open_reader=self.server.open_reader)
         except LoginFailed as exc:
             print(f"sscard helper: {exc.message}", file=sys.stderr, flush=True)
             self._send(422, {"status": "error", "error": exc.reason, "message": exc.message}, cors=True)
