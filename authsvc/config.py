@@ -46,7 +46,8 @@ class Settings(BaseSettings):
     pending_login_ttl: Annotated[int, Field(ge=30, le=3600)] = 600
     session_ttl: Annotated[int, Field(ge=300, le=86400)] = 8 * 3600
     refresh_token_ttl: Annotated[int, Field(ge=300, le=90 * 86400)] = 7 * 86400
-    # DPoP proofs (RFC 9449) and client assertions (RFC 7523): accepted iat age, and jti memory.
+    # DPoP proofs (RFC 9449): accepted iat age, jti memory and a server nonce's period. (A client assertion is
+    # bounded by its own exp instead: at most an hour ahead, oauth/client_auth.py.)
     proof_window: Annotated[int, Field(ge=10, le=600)] = 60
     # Require a server-issued DPoP nonce in every proof (RFC 9449 §8); off, nonces are still accepted.
     dpop_nonce_required: bool = False
