@@ -35,8 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from authsvc.cli import prepare  # noqa: E402
 from authsvc.config import Settings  # noqa: E402
-from authsvc.database import make_engine, unit_of_work  # noqa: E402
-from authsvc.migrate import upgrade  # noqa: E402
+from authsvc.database import unit_of_work  # noqa: E402
 from authsvc.registry import service as registry  # noqa: E402
 from authsvc.registry.ssn import check_character  # noqa: E402
 from authsvc.runtime import Runtime  # noqa: E402
@@ -108,11 +107,8 @@ def setup(backend: str, home: Path, port: int, cards: int) -> tuple[Settings, di
         # A benchmark hammers one card from one kiosk on purpose; throttling is for failures only.
         throttle_terminal_failures=100000,
     )
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
     runtime = Runtime(settings)
-    prepare(runtime, migrate=False)
+    prepare(runtime, migrate=True)
     paths = []
     with unit_of_work(runtime.sessions) as session:
         registry.add_terminal(

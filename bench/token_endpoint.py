@@ -48,8 +48,7 @@ from authsvc.cli import prepare  # noqa: E402
 from authsvc.clients import service as clients  # noqa: E402
 from authsvc.clients.models import AuthMethod, GrantType  # noqa: E402
 from authsvc.config import Settings  # noqa: E402
-from authsvc.database import make_engine, unit_of_work  # noqa: E402
-from authsvc.migrate import upgrade  # noqa: E402
+from authsvc.database import unit_of_work  # noqa: E402
 from authsvc.oauth import grants  # noqa: E402
 from authsvc.runtime import Runtime  # noqa: E402
 from authsvc.tokens import issuing  # noqa: E402
@@ -118,11 +117,8 @@ def setup(home: Path, port: int, refresh_tokens: int) -> tuple[dict[str, str], d
         redis_prefix=f"sscard-bench:{secrets.token_hex(4)}:",
         access_token_ttl=3600,
     )
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
     runtime = Runtime(settings)
-    prepare(runtime, migrate=False)
+    prepare(runtime, migrate=True)
     made: dict[str, str] = {}
     with unit_of_work(runtime.sessions) as session:
         for name, spec in {
