@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 
 class MemoryStore:
-    def __init__(self, prefix: str = "", clock=time.monotonic) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, prefix: str = "", clock: Callable[[], float] = time.monotonic) -> None:
         self._prefix = prefix
         self._clock = clock
         self._data: dict[str, tuple[bytes | int, float]] = {}
