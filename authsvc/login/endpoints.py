@@ -115,7 +115,7 @@ def login_continue(login_id: str, request: Request, runtime: RuntimeDep, db: DbS
         path=spec.path,
         secure=spec.secure,
         httponly=spec.httponly,
-        samesite=spec.samesite,  # type: ignore[arg-type]
+        samesite=spec.samesite,
     )
     # The login cookie stays (it expires by itself): other tabs may have logins pending under the same secret.
     return response

@@ -108,7 +108,9 @@ def _end(
     # After the response (and the commit): the first attempt at once; the loop retries the rest.
     tasks.add_task(backchannel.deliver_due, runtime)
     spec = sessions.cookie_spec(runtime.settings)
-    response.delete_cookie(spec.name, path=spec.path, secure=spec.secure, httponly=True, samesite="lax")
+    response.delete_cookie(
+        spec.name, path=spec.path, secure=spec.secure, httponly=spec.httponly, samesite=spec.samesite
+    )
     return response
 
 

@@ -11,6 +11,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from sqlalchemy.orm import Session
 
@@ -36,7 +37,8 @@ class CookieSpec:
     max_age: int
     secure: bool
     httponly: bool = True
-    samesite: str = "lax"  # sent on the top-level navigation from a portal to /authorize, not on cross-site POSTs
+    # Sent on the top-level navigation from a portal to /authorize, not on cross-site POSTs.
+    samesite: Literal["lax", "strict", "none"] = "lax"
     path: str = "/"
 
 
