@@ -20,7 +20,7 @@ from starlette.responses import Response
 from authsvc.deps import get_body
 from authsvc.oauth import client_auth, forms, introspection, par, revocation, token_endpoint
 from authsvc.oauth import dpop as dpop_proofs
-from authsvc.oauth.errors import OAuthError, invalid_request, json_response, response
+from authsvc.oauth.errors import NO_STORE, OAuthError, invalid_request, json_response, response
 from authsvc.oidc.discovery import INTROSPECT, PAR, REVOKE, TOKEN
 from authsvc.problems import Problem
 from authsvc.runtime import Runtime
@@ -129,6 +129,6 @@ async def revoke(request: Request) -> Response:
             revocation.revoke(runtime, caller, forms.required(form, "token"))
 
         await _in_thread(work)
-        return Response(status_code=200, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+        return Response(status_code=200, headers=NO_STORE)
     except OAuthError as exc:
         return response(exc)

@@ -17,6 +17,7 @@ from authsvc.deps import DbSession, RuntimeDep
 from authsvc.oauth import grants, resource
 from authsvc.oauth import scopes as known_scopes
 from authsvc.oauth.client_auth import clients
+from authsvc.oauth.errors import NO_STORE
 from authsvc.oidc.discovery import USERINFO
 from authsvc.registry.models import Cardholder
 from authsvc.tokens.assurance import satisfies
@@ -60,4 +61,4 @@ def userinfo(request: Request, runtime: RuntimeDep, db: DbSession) -> JSONRespon
         claims["birthdate"] = holder.birth_date.isoformat()
     if ssn_released(client.scopes, client.ssn_min_acr, token):
         claims["social_security_number"] = holder.ssn
-    return JSONResponse(claims, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+    return JSONResponse(claims, headers=NO_STORE)
