@@ -174,12 +174,19 @@ def new_secret() -> str:
     return secrets.token_urlsafe(32)  # 256 bits
 
 
+def new_client_id() -> str:
+    """144 random bits, base64url, never led by "-": `authsvc client show -x…` would read it as an option."""
+    while (client_id := secrets.token_urlsafe(18)).startswith("-"):
+        pass
+    return client_id
+
+
 def register(session: Session, hmac_keys: HmacKeys, spec: ClientSpec, *, actor: str) -> tuple[OAuthClient, str | None]:
     """The new client and, for client_secret_basic, its secret: returned once, stored only as a keyed digest."""
     spec = validate(spec)
     secret = new_secret() if spec.auth_method == AuthMethod.CLIENT_SECRET_BASIC else None
     client = OAuthClient(
-        client_id=secrets.token_urlsafe(18),
+        client_id=new_client_id(),
         name=spec.name,
         status=ClientStatus.ACTIVE,
         auth_method=spec.auth_method,
