@@ -1,0 +1,1 @@
+"""Contribution payments: orders, channel adapters, callbacks, the double-entry ledger, refunds, reconciliation."""
