@@ -230,6 +230,16 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_payments_check_ledger(_args: argparse.Namespace) -> int:
+    from payments.ledger.check import check
+
+    with _admin() as (_, session):
+        report = check(session)
+    print(json.dumps(report.as_dict(), indent=2))
+    # Exit 1 on a discrepancy, so that cron or monitoring raises it the next morning.
+    return 0 if report.ok else 1
+
+
 def _count(low: int, high: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
@@ -419,6 +429,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-days", type=_count(0, 36500), default=30, help="how long dead rows are kept (default 30)")
     # Each batch is one short transaction; the upper bound keeps a batch's key list within SQLite's bound parameters.
     p.add_argument("--batch", type=_count(1, 10000), default=1000, help="rows per statement (default 1000)")
+
+    pay = sub.add_parser("payments", help="contribution payments").add_subparsers(dest="pay", required=True)
+    add(
+        pay,
+        "check-ledger",
+        cmd_payments_check_ledger,
+        "prove that the ledger's debits equal its credits, overall and in every entry; prints JSON, exit 1 if not",
+    )
 
     cl = sub.add_parser("client", help="OAuth clients (portals, back ends, resource servers)").add_subparsers(
         dest="cl", required=True

@@ -7,6 +7,8 @@ from authsvc.oauth.models import OAuthGrant, RefreshToken
 from authsvc.registry.models import Card, Cardholder, Terminal
 from authsvc.sessions.models import LogoutDelivery, SsoSession, SsoSessionClient  # noqa: F401 - registered for migrations
 from keys.models import KeyRecord
+from payments.ledger.models import LedgerAccount, LedgerEntry, LedgerPosting
+from payments.orders.models import PaymentOrder, PaymentRefund
 
 metadata = Base.metadata
 
@@ -15,8 +17,13 @@ __all__ = [
     "Card",
     "Cardholder",
     "KeyRecord",
+    "LedgerAccount",
+    "LedgerEntry",
+    "LedgerPosting",
     "OAuthClient",
     "OAuthGrant",
+    "PaymentOrder",
+    "PaymentRefund",
     "RefreshToken",
     "Terminal",
     "metadata",

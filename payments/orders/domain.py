@@ -1,0 +1,168 @@
+"""A contribution order's content and its rules (pure): insurance types, periods, payer, insured person, tiers.
+
+Contribution tiers are configuration, not code: the residents' pension offers a list of yearly amounts that each
+region sets per year; employers' unemployment and work-injury contributions are a wage base times a rate, so a
+range per month. `check_amount` holds an order's amount against the tier of every period it covers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from authsvc.registry.masking import mask_ssn
+from authsvc.registry.ssn import InvalidSSN, normalize
+from payments.money import MoneyError, check_fen
+
+
+class OrderError(ValueError):
+    """An order refused before anything was written; the message says why (never with a full SSN)."""
+
+
+class InsuranceType(StrEnum):
+    PENSION = "pension"
+    UNEMPLOYMENT = "unemployment"
+    WORK_INJURY = "work_injury"
+
+
+class PayerKind(StrEnum):
+    CITIZEN = "citizen"  # pays for themselves
+    AGENT = "agent"  # a citizen paying for someone else
+    EMPLOYER = "employer"
+
+
+_REGION = re.compile(r"[1-9][0-9]{5}", re.ASCII)
+_CHANNEL = re.compile(r"[a-z][a-z0-9_]{0,31}", re.ASCII)
+_YEAR = re.compile(r"(19|20)[0-9]{2}", re.ASCII)
+_MONTH = re.compile(r"((?:19|20)[0-9]{2})-(0[1-9]|1[0-2])", re.ASCII)
+MAX_PERIODS = 36
+
+
+@dataclass(frozen=True)
+class Tier:
+    """What one period of one insurance type in one region and year may cost: a list of amounts (residents'
+    pension grades) or an inclusive range (a wage base times a rate). `monthly` says whether periods are months
+    ("2025-03") or years ("2025")."""
+
+    monthly: bool
+    choices: frozenset[int] = frozenset()
+    low: int | None = None
+    high: int | None = None
+
+    def __post_init__(self) -> None:
+        if bool(self.choices) == (self.low is not None or self.high is not None):
+            raise OrderError("a tier is either a list of amounts or a range")
+        try:
+            for amount in self.choices:
+                check_fen(amount)
+            ranged = not self.choices
+            if ranged and (self.low is None or self.high is None or check_fen(self.low) > check_fen(self.high)):
+                raise OrderError("a tier range needs low <= high")
+        except MoneyError as exc:
+            raise OrderError(f"tier amount: {exc}") from None
+
+    def allows(self, per_period: int) -> bool:
+        if self.choices:
+            return per_period in self.choices
+        return self.low is not None and self.high is not None and self.low <= per_period <= self.high
+
+
+@dataclass(frozen=True)
+class TierTable:
+    """Tiers keyed by (insurance type, region, year)."""
+
+    tiers: Mapping[tuple[InsuranceType, str, int], Tier] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, rows: Sequence[Mapping[str, object]]) -> TierTable:
+        """From configuration rows such as {"type": "pension", "region": "110000", "year": 2025, "monthly": false,
+        "choices_fen": [30000, 50000]} or {..., "monthly": true, "low_fen": 1000, "high_fen": 90000}."""
+        tiers: dict[tuple[InsuranceType, str, int], Tier] = {}
+        for number, row in enumerate(rows, 1):
+            try:
+                key = (InsuranceType(str(row["type"])), str(row["region"]), int(str(row["year"])))
+                choices = row.get("choices_fen") or []
+                tier = Tier(
+                    monthly=bool(row.get("monthly", False)),
+                    choices=frozenset(choices),  # type: ignore[arg-type]
+                    low=row.get("low_fen"),  # type: ignore[arg-type]
+                    high=row.get("high_fen"),  # type: ignore[arg-type]
+                )
+            except (KeyError, ValueError, TypeError) as exc:
+                raise OrderError(f"contribution tier row {number}: {exc}") from None
+            if not _REGION.fullmatch(key[1]) or key in tiers:
+                raise OrderError(f"contribution tier row {number}: bad or repeated region/year")
+            tiers[key] = tier
+        return cls(tiers)
+
+    def tier(self, insurance_type: InsuranceType, region: str, year: int) -> Tier | None:
+        return self.tiers.get((insurance_type, region, year))
+
+
+@dataclass(frozen=True)
+class OrderSpec:
+    """What a caller asks to pay. The SSN is kept out of repr so that logging an order never writes it."""
+
+    payer_kind: PayerKind
+    payer: str  # the payer's token subject, or the employer's code
+    insured_ssn: str = field(repr=False)
+    insurance_type: InsuranceType
+    periods: tuple[str, ...]
+    amount_fen: int
+    region: str
+    channel: str
+
+    @property
+    def masked_ssn(self) -> str:
+        return mask_ssn(self.insured_ssn)
+
+
+def validate(spec: OrderSpec, tiers: TierTable) -> OrderSpec:
+    """The spec in canonical form (SSN upper-case, periods sorted) if it may become an order; OrderError otherwise."""
+    try:
+        payer_kind = PayerKind(spec.payer_kind)
+        insurance_type = InsuranceType(spec.insurance_type)
+    except ValueError as exc:
+        raise OrderError(str(exc)) from None
+    if not isinstance(spec.payer, str) or not 0 < len(spec.payer) <= 64:
+        raise OrderError("payer must be 1 to 64 characters")
+    try:
+        ssn = normalize(spec.insured_ssn)
+    except InvalidSSN as exc:
+        raise OrderError(f"insured social security number: {exc}") from None
+    if not isinstance(spec.region, str) or not _REGION.fullmatch(spec.region):
+        raise OrderError("region must be a 6-digit administrative division code")
+    if not isinstance(spec.channel, str) or not _CHANNEL.fullmatch(spec.channel):
+        raise OrderError("unknown channel name")
+    try:
+        amount = check_fen(spec.amount_fen)
+    except MoneyError as exc:
+        raise OrderError(f"amount: {exc}") from None
+    periods = tuple(sorted(set(spec.periods)))
+    if not periods or len(periods) != len(spec.periods) or len(periods) > MAX_PERIODS:
+        raise OrderError(f"periods: 1 to {MAX_PERIODS} distinct periods")
+    canonical = OrderSpec(payer_kind, spec.payer, ssn, insurance_type, periods, amount, spec.region, spec.channel)
+    check_amount(canonical, tiers)
+    return canonical
+
+
+def check_amount(spec: OrderSpec, tiers: TierTable) -> None:
+    """Every period has a tier, all of the same kind (months or years), and the amount is the same allowed
+    per-period amount times the number of periods."""
+    per_period, remainder = divmod(spec.amount_fen, len(spec.periods))
+    if remainder:
+        raise OrderError("the amount does not divide evenly over the periods")
+    for period in spec.periods:
+        month = _MONTH.fullmatch(period)
+        year = int(month.group(1)) if month else int(period) if _YEAR.fullmatch(period) else None
+        if year is None:
+            raise OrderError(f"period {period[:16]!r} is neither YYYY nor YYYY-MM")
+        tier = tiers.tier(spec.insurance_type, spec.region, year)
+        if tier is None:
+            raise OrderError(f"no {spec.insurance_type} contribution tiers for region {spec.region} in {year}")
+        if tier.monthly != bool(month):
+            raise OrderError(f"{spec.insurance_type} in {year} is paid by {'month' if tier.monthly else 'year'}")
+        if not tier.allows(per_period):
+            raise OrderError(f"{per_period} fen per period is not a {spec.insurance_type} tier for {period}")

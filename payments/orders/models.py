@@ -1,0 +1,59 @@
+"""Order and refund tables. An order's state changes only through payments/orders/accounting.py, which posts the
+ledger entry of the change in the same unit of work."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, BigInteger, CheckConstraint, ForeignKey, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from authsvc.database import Base, UTCDateTime, utcnow
+
+ID = BigInteger().with_variant(Integer, "sqlite")
+
+
+class PaymentOrder(Base):
+    __tablename__ = "payment_orders"
+    __table_args__ = (
+        CheckConstraint("amount_fen > 0", name="amount_positive"),
+        CheckConstraint("refund_reserved_fen >= refunded_fen AND refund_reserved_fen <= amount_fen", name="refunds"),
+    )
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    # Our order number (the channels' out_trade_no): random, never the database id, so it tells nothing away.
+    order_no: Mapped[str] = mapped_column(String(32), unique=True)
+    payer_kind: Mapped[str] = mapped_column(String(16))
+    payer: Mapped[str] = mapped_column(String(64), index=True)
+    # Stored as the registry stores it (authsvc/registry/models.py); logs and displays use masked_ssn.
+    insured_ssn: Mapped[str] = mapped_column(String(18), index=True)
+    insurance_type: Mapped[str] = mapped_column(String(16))
+    periods: Mapped[list[str]] = mapped_column(JSON)
+    amount_fen: Mapped[int] = mapped_column(BigInteger)
+    region: Mapped[str] = mapped_column(String(6))
+    channel: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(24), index=True)
+    # Refunds accepted (in flight or confirmed) and refunds the channel confirmed; never above the amount paid.
+    refund_reserved_fen: Mapped[int] = mapped_column(BigInteger, default=0)
+    refunded_fen: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    def __repr__(self) -> str:  # the default repr would print the SSN
+        return f"PaymentOrder({self.order_no} {self.state} {self.amount_fen} fen)"
+
+
+class PaymentRefund(Base):
+    __tablename__ = "payment_refunds"
+    __table_args__ = (CheckConstraint("amount_fen > 0", name="amount_positive"),)
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    refund_no: Mapped[str] = mapped_column(String(40), unique=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("payment_orders.id"), index=True)
+    amount_fen: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16))  # requested, succeeded, failed
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    order: Mapped[PaymentOrder] = relationship(lazy="joined")
