@@ -25,6 +25,8 @@ from authsvc.oidc.discovery import router as oidc_router
 from authsvc.oidc.logout import router as logout_router
 from authsvc.oidc.userinfo import router as userinfo_router
 from authsvc.runtime import Runtime
+from payments.api.orders import router as payments_orders_router
+from payments.callbacks.endpoints import router as payments_callbacks_router
 
 
 class ServerTiming:
@@ -84,6 +86,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         login_router,
         admin_clients_router,
         kiosk_router,
+        payments_orders_router,
+        payments_callbacks_router,
     ):
         app.include_router(router)
 

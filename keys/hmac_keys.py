@@ -29,7 +29,8 @@ SESSION_COOKIE = "session_cookie"
 DPOP_NONCE = "dpop_nonce"
 LOGOUT_CSRF = "logout_csrf"
 PAIRWISE_SUBJECT = "pairwise_subject"  # never rotated: pairwise subjects must stay stable
-LABELS = (CLIENT_SECRET, REFRESH_TOKEN, SESSION_COOKIE, DPOP_NONCE, LOGOUT_CSRF, PAIRWISE_SUBJECT)
+IDEMPOTENCY = "idempotency"  # Idempotency-Key store keys and request fingerprints (bodies hold SSNs)
+LABELS = (CLIENT_SECRET, REFRESH_TOKEN, SESSION_COOKIE, DPOP_NONCE, LOGOUT_CSRF, PAIRWISE_SUBJECT, IDEMPOTENCY)
 
 
 def ensure_key(session: Session, sealer: Sealer, label: str) -> KeyRecord:

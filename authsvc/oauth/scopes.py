@@ -10,12 +10,16 @@ PROFILE = "profile"
 SSN = "ssn"
 # Administration API (client registration for automation); for operators' back ends only.
 ADMIN = "sscard:admin"
+# Contribution payments API (payments/api/): create and read one's own orders. Citizens' portals and kiosks (a
+# cardholder's token) and employers' back ends (client credentials) are registered for it.
+PAYMENTS = "payments"
 
 SCOPES: dict[str, str] = {
     OPENID: "OpenID Connect sign-in: the subject identifier",
     PROFILE: "name, sex and date of birth",
     SSN: "the social security number",
     ADMIN: "administration API",
+    PAYMENTS: "pay social insurance contributions and see the orders you created",
 }
 
 

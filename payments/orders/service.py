@@ -1,0 +1,139 @@
+"""Order use cases for the API: who may create and read which orders, the request body → a validated spec, and the
+order as the API shows it (insured SSN masked). Flush only; the caller's unit of work commits.
+
+Ownership without a column of its own: an order's `payer_kind` and `payer` say who created it. A cardholder's token
+creates `citizen` or `agent` orders with `payer` = the token's subject; a back end (client-credentials token)
+creates `employer` orders with `payer` = its client id. A caller sees exactly the orders of its own kind and payer,
+so a subject can never match a client id by accident.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from authsvc.registry.masking import mask_ssn
+from payments.orders import repository
+from payments.orders.domain import InsuranceType, OrderError, OrderSpec, PayerKind, TierTable, validate
+from payments.orders.models import PaymentOrder
+
+# Until tiers come from the operator's configuration: the residents' pension grades (yearly) and the employers'
+# monthly ranges for two regions, 2025 and 2026. Amounts in fen.
+DEFAULT_TIER_CONFIG: list[dict[str, object]] = [
+    row
+    for region in ("110000", "310000")
+    for year in (2025, 2026)
+    for row in (
+        {
+            "type": "pension",
+            "region": region,
+            "year": year,
+            "monthly": False,
+            "choices_fen": [20000, 30000, 50000, 100000, 200000, 300000],
+        },
+        {"type": "unemployment", "region": region, "year": year, "monthly": True, "low_fen": 1000, "high_fen": 90000},
+        {"type": "work_injury", "region": region, "year": year, "monthly": True, "low_fen": 500, "high_fen": 60000},
+    )
+]
+DEFAULT_TIERS = TierTable.from_config(DEFAULT_TIER_CONFIG)
+
+MAX_LIST = 100
+_FIELDS = frozenset({"payer_kind", "insured_ssn", "insurance_type", "periods", "amount_fen", "region", "channel"})
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking: a cardholder through a client (`citizen`) or a back end acting for itself."""
+
+    client_id: str
+    subject: str
+    citizen: bool
+
+    @property
+    def payer(self) -> str:
+        return self.subject if self.citizen else self.client_id
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return (PayerKind.CITIZEN, PayerKind.AGENT) if self.citizen else (PayerKind.EMPLOYER,)
+
+
+def spec_from_json(doc: Any, caller: Caller, tiers: TierTable = DEFAULT_TIERS) -> OrderSpec:
+    """A validated spec from the request body; OrderError (never quoting the SSN) otherwise."""
+    if not isinstance(doc, Mapping):
+        raise OrderError("the body must be a JSON object")
+    unknown = set(doc) - _FIELDS
+    if unknown:
+        raise OrderError(f"unknown fields: {', '.join(sorted(str(k)[:32] for k in unknown))}")
+    for name in ("insured_ssn", "insurance_type", "region", "channel"):
+        if not isinstance(doc.get(name), str):
+            raise OrderError(f"{name} must be a string")
+    amount = doc.get("amount_fen")
+    if not isinstance(amount, int) or isinstance(amount, bool):  # 12.5 or "1250" is not fen
+        raise OrderError("amount_fen must be an integer number of fen")
+    periods = doc.get("periods")
+    if not isinstance(periods, Sequence) or isinstance(periods, str) or not all(isinstance(p, str) for p in periods):
+        raise OrderError("periods must be a list of strings")
+    default_kind = PayerKind.CITIZEN if caller.citizen else PayerKind.EMPLOYER
+    kind = doc.get("payer_kind", default_kind)
+    if kind not in caller.kinds:
+        raise OrderError(f"payer_kind must be one of {', '.join(caller.kinds)} for this caller")
+    try:
+        insurance_type = InsuranceType(doc["insurance_type"])
+    except ValueError:
+        raise OrderError("unknown insurance_type") from None
+    spec = OrderSpec(
+        PayerKind(kind),
+        caller.payer,
+        doc["insured_ssn"],
+        insurance_type,
+        tuple(periods),
+        amount,
+        doc["region"],
+        doc["channel"],
+    )
+    return validate(spec, tiers)
+
+
+def create(db: Session, spec: OrderSpec) -> PaymentOrder:
+    return repository.add_order(db, spec)
+
+
+def own_order(db: Session, caller: Caller, order_no: str) -> PaymentOrder | None:
+    """The order if this caller created it; None for unknown and for someone else's alike (no oracle)."""
+    order = repository.order_by_no(db, order_no)
+    if order is None or order.payer != caller.payer or order.payer_kind not in caller.kinds:
+        return None
+    return order
+
+
+def own_orders(db: Session, caller: Caller, limit: int = MAX_LIST) -> list[PaymentOrder]:
+    query = (
+        select(PaymentOrder)
+        .where(PaymentOrder.payer == caller.payer, PaymentOrder.payer_kind.in_(caller.kinds))
+        .order_by(PaymentOrder.id.desc())
+        .limit(limit)
+    )
+    return list(db.scalars(query))
+
+
+def describe(order: PaymentOrder) -> dict[str, Any]:
+    """The order as the API shows it. The insured SSN only masked: the payer may be paying for someone else, and
+    a replayed response is kept in the shared store, which must never hold a full SSN."""
+    return {
+        "id": order.order_no,
+        "state": order.state,
+        "payer_kind": order.payer_kind,
+        "insured_ssn_masked": mask_ssn(order.insured_ssn),
+        "insurance_type": order.insurance_type,
+        "periods": list(order.periods),
+        "amount_fen": order.amount_fen,
+        "region": order.region,
+        "channel": order.channel,
+        "refunded_fen": order.refunded_fen,
+        "created_at": order.created_at.isoformat(),
+    }
