@@ -7,6 +7,7 @@ from authsvc.oauth.models import OAuthGrant, RefreshToken
 from authsvc.registry.models import Card, Cardholder, Terminal
 from authsvc.sessions.models import LogoutDelivery, SsoSession, SsoSessionClient  # noqa: F401 - registered for migrations
 from keys.models import KeyRecord
+from payments.callbacks.models import PaymentCallback
 from payments.ledger.models import LedgerAccount, LedgerEntry, LedgerPosting
 from payments.orders.models import PaymentOrder, PaymentRefund
 
@@ -22,6 +23,7 @@ __all__ = [
     "LedgerPosting",
     "OAuthClient",
     "OAuthGrant",
+    "PaymentCallback",
     "PaymentOrder",
     "PaymentRefund",
     "RefreshToken",
