@@ -1,0 +1,142 @@
+"""Recording a verified channel event and applying it to its order, in the caller's unit of work.
+
+The inbox row is inserted first, before anything is read: its unique (channel, event_id) is the deduplication. A
+concurrent delivery of the same event waits on that insert (the PostgreSQL unique index, SQLite's single writer)
+until the first transaction commits, then fails on it and is answered as a duplicate; since the insert is the
+transaction's first statement, nothing else has to be undone. The order row lock taken by
+payments/orders/accounting.py serialises different events of one order, and the ledger key `order:<no>:paid` makes
+a second posting impossible even so.
+
+Every fen a channel says it took is in the ledger after its callback: in the fund when the order is paid, otherwise
+(another amount, an unknown order, a charge on a closed order) moved from `clearing:<channel>` to
+`suspense:<channel>` for review, never to the fund.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from payments.callbacks.models import CallbackOutcome, PaymentCallback
+from payments.ledger import accounts
+from payments.ledger.service import credit, debit, post
+from payments.orders import accounting, repository
+from payments.orders.states import Reason
+
+log = logging.getLogger("sscard.payments.callbacks")
+
+ORDER_CURRENCY = "CNY"  # every contribution order is in fen of CNY
+
+
+class Kind(StrEnum):
+    PAID = "paid"
+    FAILED = "failed"
+    CLOSED = "closed"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class ChannelEvent:
+    """A verified event, whatever the channel: what the inbox needs to record and apply it."""
+
+    channel: str
+    event_id: str
+    order_no: str
+    channel_trade_no: str
+    channel_state: str
+    kind: Kind
+    amount_fen: int
+    currency: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Received:
+    outcome: CallbackOutcome
+    redelivery: bool  # the same event id was recorded before: nothing was done this time
+
+
+def receive(db: Session, event: ChannelEvent) -> Received:
+    row = PaymentCallback(
+        channel=event.channel,
+        event_id=event.event_id,
+        order_ref=event.order_no,
+        channel_trade_no=event.channel_trade_no,
+        channel_state=event.channel_state,
+        amount_fen=event.amount_fen,
+        currency=event.currency,
+        outcome="received",  # replaced below, before the commit
+        payload=event.payload,
+    )
+    db.add(row)
+    try:
+        db.flush()
+    except IntegrityError:
+        db.rollback()
+        first = db.scalar(
+            select(PaymentCallback).where(
+                PaymentCallback.channel == event.channel, PaymentCallback.event_id == event.event_id
+            )
+        )
+        if first is None:  # some other constraint: not a redelivery, let the caller fail (the channel retries)
+            raise
+        log.info("%s event %s for order %s delivered again", event.channel, event.event_id, event.order_no)
+        return Received(CallbackOutcome(first.outcome), redelivery=True)
+    outcome, note = _apply(db, row, event)
+    row.outcome, row.note = outcome, note
+    db.flush()
+    level = logging.INFO if outcome in (CallbackOutcome.APPLIED, CallbackOutcome.DUPLICATE) else logging.WARNING
+    log.log(level, "%s event %s for order %s: %s", event.channel, event.event_id, event.order_no, outcome)
+    return Received(outcome, redelivery=False)
+
+
+def _apply(db: Session, row: PaymentCallback, event: ChannelEvent) -> tuple[CallbackOutcome, str | None]:
+    order = repository.order_by_no(db, event.order_no, for_update=True)
+    if order is None:
+        _hold(db, row, event, "callback_unknown_order")
+        return CallbackOutcome.UNKNOWN_ORDER, None
+    if order.channel != event.channel:
+        _hold(db, row, event, "callback_conflict")
+        return CallbackOutcome.CONFLICT, f"the order is for channel {order.channel}"
+    if event.kind is Kind.PAID:
+        if event.amount_fen != order.amount_fen or event.currency != ORDER_CURRENCY:
+            _hold(db, row, event, "callback_held")
+            return (
+                CallbackOutcome.HELD_AMOUNT_MISMATCH,
+                f"charged {event.amount_fen} {event.currency}, the order is {order.amount_fen} {ORDER_CURRENCY}",
+            )
+        result = accounting.mark_paid(db, order.order_no, amount_fen=event.amount_fen)
+    elif event.kind is Kind.FAILED:
+        result = accounting.fail(db, order.order_no)
+    elif event.kind is Kind.CLOSED:
+        result = accounting.close(db, order.order_no)
+    else:
+        return CallbackOutcome.IGNORED, None
+    if result.changed:
+        return CallbackOutcome.APPLIED, None
+    assert result.refused is not None
+    if result.refused.reason is Reason.DUPLICATE:
+        return CallbackOutcome.DUPLICATE, None
+    if event.kind is Kind.PAID:  # a charge on a failed or closed order: the money is real, keep it in suspense
+        _hold(db, row, event, "callback_conflict")
+    return CallbackOutcome.CONFLICT, f"{result.refused.event} refused in state {result.refused.state}"
+
+
+def _hold(db: Session, row: PaymentCallback, event: ChannelEvent, kind: str) -> None:
+    """A charge we do not apply still left the payer's account: clearing owes it, suspense holds it for review."""
+    if event.kind is not Kind.PAID:
+        return
+    amount = event.amount_fen
+    post(
+        db,
+        f"callback:{row.id}:suspense",
+        kind,
+        [debit(accounts.clearing(event.channel), amount), credit(accounts.suspense(event.channel), amount)],
+        order_ref=event.order_no,
+    )
