@@ -356,6 +356,30 @@ def test_alipay_concurrent_duplicates_post_once(service: TestClient, runtime: Ru
         assert check(db).entries == 1
 
 
+def test_two_paying_events_of_one_order_concurrently_post_once(
+    service: TestClient, runtime: Runtime, signers: dict
+) -> None:
+    # Two different event ids (TRADE_SUCCESS and TRADE_FINISHED) both pass the inbox; the order row lock in the
+    # accounting serialises them, and the second finds the order paid.
+    order_no = new_order(runtime, "alipay")
+    bodies = [ali_delivery(signers, order_no), ali_delivery(signers, order_no, status="TRADE_FINISHED")]
+    barrier = threading.Barrier(2)
+    answers: list[bytes] = []
+
+    def deliver(body: bytes) -> None:
+        barrier.wait()
+        answers.append(service.post(ALI, content=body).content)
+
+    threads = [threading.Thread(target=deliver, args=(b,)) for b in bodies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == [b"success", b"success"]
+    assert sorted(outcome for _, _, outcome in inbox(runtime)) == ["applied", "duplicate"]
+    assert state(runtime, order_no) == ("paid", {"clearing:alipay": AMOUNT, "fund:pension:110000": AMOUNT})
+
+
 def test_alipay_refusals_answer_fail(service: TestClient, runtime: Runtime, signers: dict) -> None:
     order_no = new_order(runtime, "alipay")
     for body in (
