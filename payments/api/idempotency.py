@@ -6,6 +6,10 @@ refusal, a failed commit) it releases the marker, so nothing is stored that the 
 caller may retry. A request finding the marker gets 409 (`idempotency_in_progress`); finding the stored response it
 gets the same status and bytes if its body is the same, 422 (`idempotency_key_reused`) if not.
 
+The database keeps the key too (`Claim.key_digest`, in a unique column of the created row): when the store has no
+response for a key that did create a row (a worker died between the commit and the `put`), the row answers for it
+(payments/api/orders.py).
+
 Keys are scoped per caller (client and subject) and, like the body fingerprints, stored only as HMACs under the
 `idempotency` key: a body holds an SSN, and a plain hash of one could be searched for.
 """
@@ -34,6 +38,7 @@ class Claim:
     """A key this request holds (its marker is in the store)."""
 
     store_key: str
+    key_digest: str  # the caller's key as HMAC, also kept on the row the request creates (the database's guard)
     fingerprint: str
     marker: bytes
 
@@ -61,15 +66,16 @@ def _mac(runtime: Runtime, *parts: bytes) -> str:
 
 def begin(runtime: Runtime, *, scope: str, client_id: str, subject: str, key: str, body: bytes) -> Claim | Stored:
     """Claim the key, or the stored response to replay; raises Problem 409/422 otherwise."""
-    store_key = f"idem:{scope}:{_mac(runtime, client_id.encode(), subject.encode(), key.encode())}"
+    key_digest = _mac(runtime, client_id.encode(), subject.encode(), key.encode())
+    store_key = f"idem:{scope}:{key_digest}"
     fingerprint = _mac(runtime, body)
     marker = json.dumps({"running": secrets.token_hex(8), "fp": fingerprint}).encode()
     if runtime.store.add(store_key, marker, IN_FLIGHT_SECONDS):
-        return Claim(store_key, fingerprint, marker)
+        return Claim(store_key, key_digest, fingerprint, marker)
     found = runtime.store.get(store_key)
     if found is None:  # the holder released or expired between our add and get: one more try is enough
         if runtime.store.add(store_key, marker, IN_FLIGHT_SECONDS):
-            return Claim(store_key, fingerprint, marker)
+            return Claim(store_key, key_digest, fingerprint, marker)
         found = runtime.store.get(store_key)
     record = json.loads(found) if found else {"running": "?"}
     if "running" in record:
@@ -79,10 +85,11 @@ def begin(runtime: Runtime, *, scope: str, client_id: str, subject: str, key: st
     return Stored(record["status"], record["media_type"], base64.b64decode(record["body"]))
 
 
-def finish(runtime: Runtime, claim: Claim, response: Stored) -> None:
-    """Keep the response (call only after the commit): replaces the marker."""
+def finish(runtime: Runtime, claim: Claim, response: Stored, *, fingerprint: str | None = None) -> None:
+    """Keep the response (call only after the commit): replaces the marker. `fingerprint` is the body the response
+    belongs to when that was not this request's (a response rebuilt from a row an earlier request created)."""
     record = {
-        "fp": claim.fingerprint,
+        "fp": fingerprint or claim.fingerprint,
         "status": response.status,
         "media_type": response.media_type,
         "body": base64.b64encode(response.body).decode(),

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
+from sqlalchemy.exc import IntegrityError
 
 from authsvc.database import unit_of_work
 from authsvc.deps import RawBody, RuntimeDep
@@ -20,6 +22,7 @@ from authsvc.runtime import Runtime
 from payments.api import idempotency
 from payments.orders import service
 from payments.orders.domain import OrderError
+from payments.orders.models import PaymentOrder
 
 PATH = "/v1/payments/orders"
 router = APIRouter(prefix=PATH, tags=["payments"])
@@ -48,7 +51,32 @@ def _json(doc: object, status: int = 200) -> Response:
     return Response(body, status_code=status, media_type=JSON, headers={"Cache-Control": "no-store"})
 
 
-def _create(runtime: Runtime, caller: service.Caller, body: bytes) -> idempotency.Stored:
+@dataclass(frozen=True)
+class _Outcome:
+    response: idempotency.Stored
+    fingerprint: str  # the HMAC of the body the order was created with
+    replayed: bool  # the order existed already: rebuilt from its row, not created now
+
+
+def _answer(order: PaymentOrder) -> idempotency.Stored:
+    # A pure function of the columns fixed at creation (service.describe_created), so the first answer and one
+    # rebuilt from the row later are the same bytes.
+    body = json.dumps(service.describe_created(order), ensure_ascii=False, separators=(",", ":")).encode()
+    return idempotency.Stored(201, JSON, body)
+
+
+def _earlier(runtime: Runtime, claim: idempotency.Claim) -> _Outcome | None:
+    """The order a request under this key created already, if any. The store normally answers for it, but it has no
+    response when the creating worker died (or the store failed) between the commit and keeping the response."""
+    with unit_of_work(runtime.sessions) as db:
+        order = service.order_by_idempotency_key(db, claim.key_digest)
+        if order is None:
+            return None
+        # Orders get a key digest only together with a body digest (both set in _create).
+        return _Outcome(_answer(order), order.idempotency_body or "", replayed=True)
+
+
+def _create(runtime: Runtime, caller: service.Caller, claim: idempotency.Claim, body: bytes) -> _Outcome:
     try:
         doc = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -58,11 +86,20 @@ def _create(runtime: Runtime, caller: service.Caller, body: bytes) -> idempotenc
     except OrderError as exc:
         raise Problem(422, "order_invalid", str(exc)) from None
     # Our own unit of work rather than DbSession: the response may be kept for replay only once the commit is done.
-    with unit_of_work(runtime.sessions) as db:
-        order = service.create(db, spec)
-        answer = service.describe(order)
+    try:
+        with unit_of_work(runtime.sessions) as db:
+            order = service.create(db, spec, idempotency_key=claim.key_digest, idempotency_body=claim.fingerprint)
+            answer = _answer(order)
+    except IntegrityError:
+        # Another request under this key inserted first (its marker expired while it ran, or the store lost it):
+        # the unique key digest refused ours, and its order, committed by now, is the answer.
+        earlier = _earlier(runtime, claim)
+        if earlier is None:  # some other constraint: a real failure
+            raise
+        log.info("order under a concurrent duplicate key by %s: answered with the first", caller.client_id)
+        return earlier
     log.info("order %s created by %s for %s", order.order_no, caller.client_id, spec.masked_ssn)
-    return idempotency.Stored(201, JSON, json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode())
+    return _Outcome(answer, claim.fingerprint, replayed=False)
 
 
 @router.post("")
@@ -72,21 +109,33 @@ def create_order(request: Request, caller: CallerDep, runtime: RuntimeDep, body:
         runtime, scope="orders", client_id=caller.client_id, subject=caller.subject, key=key, body=body
     )
     if isinstance(claim, idempotency.Stored):
-        return Response(
-            claim.body,
-            status_code=claim.status,
-            media_type=claim.media_type,
-            headers={"Cache-Control": "no-store", "Idempotent-Replayed": "true"},
-        )
+        return _replay(claim)
     try:
-        created = _create(runtime, caller, body)
+        # The database has the last word on the key: the store may have lost a response it should hold.
+        outcome = _earlier(runtime, claim) or _create(runtime, caller, claim, body)
     except BaseException:
         # Refused, or the commit failed: nothing was written, so the key is free for a corrected retry.
         idempotency.release(runtime, claim)
         raise
-    idempotency.finish(runtime, claim, created)
+    # Kept under the fingerprint of the body the order was made from, so that later requests with another body
+    # are refused by the store alone.
+    idempotency.finish(runtime, claim, outcome.response, fingerprint=outcome.fingerprint)
+    if outcome.fingerprint != claim.fingerprint:
+        raise Problem(422, "idempotency_key_reused", f"this {idempotency.HEADER} was used with another request body")
+    if outcome.replayed:
+        return _replay(outcome.response)
+    created = outcome.response
     return Response(
         created.body, status_code=created.status, media_type=created.media_type, headers={"Cache-Control": "no-store"}
+    )
+
+
+def _replay(stored: idempotency.Stored) -> Response:
+    return Response(
+        stored.body,
+        status_code=stored.status,
+        media_type=stored.media_type,
+        headers={"Cache-Control": "no-store", "Idempotent-Replayed": "true"},
     )
 
 

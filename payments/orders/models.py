@@ -39,6 +39,11 @@ class PaymentOrder(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The HMAC of the caller and its Idempotency-Key (payments/api/idempotency.py), and of the request body. Unique,
+    # so the database itself refuses a second order under one key even when the shared store has lost track of it
+    # (a worker died between the commit and keeping the response). NULL for orders created without a key.
+    idempotency_key: Mapped[str | None] = mapped_column(String(64), index=True, unique=True)
+    idempotency_body: Mapped[str | None] = mapped_column(String(64))
 
     def __repr__(self) -> str:  # the default repr would print the SSN
         return f"PaymentOrder({self.order_no} {self.state} {self.amount_fen} fen)"

@@ -17,8 +17,16 @@ def new_order_no() -> str:
     return "SO" + secrets.token_hex(12)
 
 
-def add_order(db: Session, spec: OrderSpec, *, order_no: str | None = None) -> PaymentOrder:
-    """Insert a validated spec (payments.orders.domain.validate) as a created order."""
+def add_order(
+    db: Session,
+    spec: OrderSpec,
+    *,
+    order_no: str | None = None,
+    idempotency_key: str | None = None,
+    idempotency_body: str | None = None,
+) -> PaymentOrder:
+    """Insert a validated spec (payments.orders.domain.validate) as a created order. With an idempotency key digest
+    taken by another order the flush raises IntegrityError (the unique index)."""
     order = PaymentOrder(
         order_no=order_no or new_order_no(),
         payer_kind=spec.payer_kind,
@@ -32,6 +40,8 @@ def add_order(db: Session, spec: OrderSpec, *, order_no: str | None = None) -> P
         state=State.CREATED,
         refund_reserved_fen=0,
         refunded_fen=0,
+        idempotency_key=idempotency_key,
+        idempotency_body=idempotency_body,
     )
     db.add(order)
     db.flush()
@@ -44,6 +54,10 @@ def order_by_no(db: Session, order_no: str, *, for_update: bool = False) -> Paym
         # The row lock serialises every change of one order (callbacks, queries, refunds) until commit.
         query = query.with_for_update()
     return db.scalar(query)
+
+
+def order_by_idempotency_key(db: Session, key_digest: str) -> PaymentOrder | None:
+    return db.scalar(select(PaymentOrder).where(PaymentOrder.idempotency_key == key_digest))
 
 
 def refund_by_no(db: Session, refund_no: str, *, for_update: bool = False) -> PaymentRefund | None:

@@ -20,6 +20,7 @@ from authsvc.registry.masking import mask_ssn
 from payments.orders import repository
 from payments.orders.domain import InsuranceType, OrderError, OrderSpec, PayerKind, TierTable, validate
 from payments.orders.models import PaymentOrder
+from payments.orders.states import State
 
 # Until tiers come from the operator's configuration: the residents' pension grades (yearly) and the employers'
 # monthly ranges for two regions, 2025 and 2026. Amounts in fen.
@@ -99,8 +100,15 @@ def spec_from_json(doc: Any, caller: Caller, tiers: TierTable = DEFAULT_TIERS) -
     return validate(spec, tiers)
 
 
-def create(db: Session, spec: OrderSpec) -> PaymentOrder:
-    return repository.add_order(db, spec)
+def create(
+    db: Session, spec: OrderSpec, *, idempotency_key: str | None = None, idempotency_body: str | None = None
+) -> PaymentOrder:
+    """Flush a new order; IntegrityError if `idempotency_key` (a digest) already belongs to an order."""
+    return repository.add_order(db, spec, idempotency_key=idempotency_key, idempotency_body=idempotency_body)
+
+
+def order_by_idempotency_key(db: Session, key_digest: str) -> PaymentOrder | None:
+    return repository.order_by_idempotency_key(db, key_digest)
 
 
 def own_order(db: Session, caller: Caller, order_no: str) -> PaymentOrder | None:
@@ -137,3 +145,10 @@ def describe(order: PaymentOrder) -> dict[str, Any]:
         "refunded_fen": order.refunded_fen,
         "created_at": order.created_at.isoformat(),
     }
+
+
+def describe_created(order: PaymentOrder) -> dict[str, Any]:
+    """The order as the creating call answered: the creation state, whatever happened to the order since. Only the
+    columns fixed at creation are read, so the answer rebuilt from the row after a lost response (a retry under the
+    same Idempotency-Key) is the same, byte for byte, as the one the first request produced."""
+    return {**describe(order), "state": State.CREATED, "refunded_fen": 0}

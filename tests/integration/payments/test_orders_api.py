@@ -1,5 +1,6 @@
 """The orders API on both backends: create, read, list own only, auth refusals, tier refusals, Idempotency-Key
-(replay byte for byte, other body refused, concurrent duplicate refused, scoped per caller)."""
+(replay byte for byte, other body refused, concurrent duplicate refused, scoped per caller, and the key on the order
+row answering when the store lost the response)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 
+from authsvc.database import unit_of_work
 from authsvc.runtime import Runtime
+from payments.api import idempotency
 from payments.api import orders as orders_api
+from payments.orders.models import PaymentOrder
 from tests.fixtures.oidc import register_client
 from tests.integration.oauth.flows import authed, code_grant, secret_client
 
@@ -186,3 +191,104 @@ def test_failed_commit_releases_the_key(client: TestClient, runtime: Runtime, mo
     monkeypatch.setattr(service, "create", real)
     assert get(client, alice).json() == {"orders": []}
     assert create(client, alice, key="crash").status_code == 201  # not a stale 409, not a replay of the 500
+
+
+def order_count(runtime: Runtime) -> int:
+    with unit_of_work(runtime.sessions) as db:
+        return db.scalar(select(func.count()).select_from(PaymentOrder)) or 0
+
+
+def die_after_commit(monkeypatch: pytest.MonkeyPatch) -> list[idempotency.Claim]:
+    """Make the next create behave like a worker dying between its commit and keeping the response: `finish` fails
+    and `release` never runs. Returns the claims seen, so a test can expire the in-flight marker left behind."""
+    claims: list[idempotency.Claim] = []
+
+    def dying(runtime: Runtime, claim: idempotency.Claim, *args: Any, **kwargs: Any) -> None:
+        claims.append(claim)
+        raise RuntimeError("the worker died")
+
+    monkeypatch.setattr(idempotency, "finish", dying)
+    monkeypatch.setattr(idempotency, "release", lambda runtime, claim: None)
+    return claims
+
+
+def test_lost_response_is_rebuilt_from_the_order(
+    client: TestClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice = citizen_token(client, runtime, "alice")
+    with monkeypatch.context() as patch:
+        claims = die_after_commit(patch)
+        problem(create(client, alice, key="lost"), 500, "internal_error")
+    assert order_count(runtime) == 1 and len(claims) == 1
+    problem(create(client, alice, key="lost"), 409, "idempotency_in_progress")  # the marker outlives the worker
+    assert runtime.store.take(claims[0].store_key) is not None  # ... until it expires
+    [order] = get(client, alice).json()["orders"]
+
+    again = create(client, alice, key="lost")
+    assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+    assert again.json() == order
+    # The bytes a fresh create produces: the same order under a new key differs only in id and created_at.
+    fresh = create(client, alice, key="fresh")
+    assert again.content == fresh.content.replace(fresh.json()["id"].encode(), order["id"].encode()).replace(
+        fresh.json()["created_at"].encode(), order["created_at"].encode()
+    )
+    assert create(client, alice, key="lost").content == again.content  # now from the store again
+    problem(create(client, alice, {**ORDER, "amount_fen": 50000}, key="lost"), 422, "idempotency_key_reused")
+    assert order_count(runtime) == 2
+
+
+def test_lost_response_then_another_body_is_422(
+    client: TestClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice = citizen_token(client, runtime, "alice")
+    with monkeypatch.context() as patch:
+        claims = die_after_commit(patch)
+        problem(create(client, alice, key="lost"), 500, "internal_error")
+    runtime.store.take(claims[0].store_key)
+    problem(create(client, alice, {**ORDER, "amount_fen": 50000}, key="lost"), 422, "idempotency_key_reused")
+    assert order_count(runtime) == 1
+    # The refusal kept the rebuilt response in the store: the original body is still answered with its order.
+    replay = create(client, alice, key="lost")
+    assert replay.status_code == 201 and replay.json() == get(client, alice).json()["orders"][0]
+    assert order_count(runtime) == 1
+
+
+def test_lost_response_replays_the_creation_state(client: TestClient, runtime: Runtime) -> None:
+    alice = citizen_token(client, runtime, "alice")
+    first = create(client, alice, key="k")
+    runtime.store.take(claim_key(runtime))  # the store lost the response
+    with unit_of_work(runtime.sessions) as db:  # and the order moved on meanwhile
+        db.scalars(select(PaymentOrder)).one().state = "paid"
+    assert create(client, alice, key="k").content == first.content
+
+
+def test_duplicate_insert_is_answered_not_500(
+    client: TestClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two requests under one key both past the store (the first's marker expired while it ran): the unique key
+    digest refuses the second insert, which answers with the first order."""
+    alice = citizen_token(client, runtime, "alice")
+    first = create(client, alice, key="race")
+    runtime.store.take(claim_key(runtime))
+    real_earlier = orders_api._earlier
+    calls: list[int] = []
+
+    def blind_first(*args: Any) -> Any:  # the pre-check ran before the other request's commit
+        calls.append(1)
+        return None if len(calls) == 1 else real_earlier(*args)
+
+    monkeypatch.setattr(orders_api, "_earlier", blind_first)
+    again = create(client, alice, key="race")
+    assert len(calls) == 2  # the pre-check, then the recovery after the refused insert
+    assert again.status_code == 201 and again.content == first.content
+    runtime.store.take(claim_key(runtime))
+    calls.clear()
+    problem(create(client, alice, {**ORDER, "amount_fen": 50000}, key="race"), 422, "idempotency_key_reused")
+    assert order_count(runtime) == 1
+
+
+def claim_key(runtime: Runtime) -> str:
+    """The store key of the only order's Idempotency-Key: the row keeps the same HMAC `begin` puts in it."""
+    with unit_of_work(runtime.sessions) as db:
+        digest = db.scalars(select(PaymentOrder.idempotency_key)).one()
+    return f"idem:orders:{digest}"
