@@ -21,13 +21,7 @@ router = APIRouter(prefix="/admin/clients", tags=["admin"])
 
 
 def admin_token(request: Request, runtime: RuntimeDep) -> resource.AccessToken:
-    token = resource.authenticate(
-        runtime,
-        method=request.method,
-        url=runtime.settings.issuer + request.url.path,
-        authorization=request.headers.get("authorization"),
-        dpop=request.headers.getlist("dpop"),
-    )
+    token = resource.from_request(runtime, request)
     resource.require_scope(token, known_scopes.ADMIN)
     if token.grant_id is not None:  # a citizen's login never administers clients
         raise resource.TokenError(403, "insufficient_scope", "administration needs a client-credentials token")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
+from starlette.requests import Request
 
 from authsvc.oauth import dpop as dpop_proofs
 from authsvc.oauth import grants
@@ -245,6 +246,18 @@ def decode(runtime: Runtime, value: str, now: float | None = None) -> AccessToke
     if client is None or not client.active:
         raise TokenInvalid("the access token's client is disabled")
     return token
+
+
+def from_request(runtime: Runtime, request: Request) -> AccessToken:
+    """The access token of a request to one of our APIs. The URL a DPoP proof must name is the issuer plus the
+    route's path, never built from the Host header."""
+    return authenticate(
+        runtime,
+        method=request.method,
+        url=runtime.settings.issuer + request.url.path,
+        authorization=request.headers.get("authorization"),
+        dpop=request.headers.getlist("dpop"),
+    )
 
 
 def authenticate(

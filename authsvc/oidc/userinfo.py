@@ -38,13 +38,7 @@ def ssn_released(client_scopes: list[str], ssn_min_acr: str | None, token: resou
 
 @router.api_route(USERINFO, methods=["GET", "POST"])
 def userinfo(request: Request, runtime: RuntimeDep, db: DbSession) -> JSONResponse:
-    token = resource.authenticate(
-        runtime,
-        method=request.method,
-        url=runtime.settings.issuer + USERINFO,
-        authorization=request.headers.get("authorization"),
-        dpop=request.headers.getlist("dpop"),
-    )
+    token = resource.from_request(runtime, request)
     resource.require_scope(token, known_scopes.OPENID)
     grant = grants.get(db, token.grant_id) if token.grant_id else None
     holder = None

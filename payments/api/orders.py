@@ -31,13 +31,7 @@ JSON = "application/json"
 
 
 def payments_caller(request: Request, runtime: RuntimeDep) -> service.Caller:
-    token = resource.authenticate(
-        runtime,
-        method=request.method,
-        url=runtime.settings.issuer + request.url.path,
-        authorization=request.headers.get("authorization"),
-        dpop=request.headers.getlist("dpop"),
-    )
+    token = resource.from_request(runtime, request)
     resource.require_scope(token, known_scopes.PAYMENTS)
     # Client credentials carry no grant: a back end acting for itself. Everything else is a cardholder's login.
     return service.Caller(client_id=token.client_id, subject=token.subject, citizen=token.grant_id is not None)
