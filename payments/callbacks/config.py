@@ -1,48 +1,24 @@
 """Channel configuration for the callbacks inbox, handed to the application at runtime.
 
-For now the operator (or a test) builds a `CallbackConfig` and installs it with `configure(app, config)`. A later
-step moves the platform keys, the APIv3 key and the Alipay public key into `keys/` (sealed and rotatable) and builds
-this object from there; the routes only ever see this shape.
+`configure(app, CallbackConfig(...))` installs callback-only adapters for the channels given (the routes find them
+in payments/channels/registry.py); the full adapters, with their request keys from `keys/`, are installed the same
+way by the service's start-up.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 
-from payments.channels.wechatpay import PlatformKeys
+from payments.channels import registry
+from payments.channels.alipay_adapter import AlipayAdapter, AlipayConfig
+from payments.channels.base import ChannelAdapter
+from payments.channels.wechatpay_adapter import WechatPayAdapter, WechatPayConfig
 
-
-@dataclass(frozen=True)
-class WechatPayConfig:
-    mchid: str
-    platform_keys: PlatformKeys  # certificates and PUB_KEY_ID_ public keys together: both modes verify at once
-    # The APIv3 key decrypts every notification: never in a repr, a log or an error.
-    apiv3_key: bytes = field(repr=False)
-    appid: str | None = None
-    max_age_seconds: int = 300
-    future_skew_seconds: int = 30
-
-    def __post_init__(self) -> None:
-        if len(self.apiv3_key) != 32:
-            raise ValueError("the WeChat Pay APIv3 key is 32 bytes")
-
-    @property
-    def nonce_ttl(self) -> int:
-        # A nonce must be remembered at least as long as a signature with it can pass the window (past and future).
-        return self.max_age_seconds + self.future_skew_seconds + 60
-
-
-@dataclass(frozen=True)
-class AlipayConfig:
-    app_id: str
-    public_key: rsa.RSAPublicKey = field(repr=False)
-    max_age_seconds: int = 900
-    future_skew_seconds: int = 60
+__all__ = ["AlipayConfig", "CallbackConfig", "WechatPayConfig", "configure"]
 
 
 @dataclass(frozen=True)
@@ -51,12 +27,13 @@ class CallbackConfig:
 
     wechatpay: WechatPayConfig | None = None
     alipay: AlipayConfig | None = None
-    clock: Callable[[], float] = time.time  # injectable so that tests need no real-time windows
+    clock: Callable[[], float] = time.time
 
 
 def configure(app: FastAPI, config: CallbackConfig) -> None:
-    app.state.payment_callbacks = config
-
-
-def current(app: FastAPI) -> CallbackConfig:
-    return getattr(app.state, "payment_callbacks", None) or CallbackConfig()
+    adapters: dict[str, ChannelAdapter] = {}
+    if config.wechatpay is not None:
+        adapters["wechatpay"] = WechatPayAdapter(config.wechatpay)  # type: ignore[assignment]
+    if config.alipay is not None:
+        adapters["alipay"] = AlipayAdapter(config.alipay)  # type: ignore[assignment]
+    registry.install(app, registry.Channels(adapters, clock=config.clock))

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from payments.callbacks.models import CallbackOutcome, PaymentCallback
+from payments.channels.base import ChannelEvent, Kind
 from payments.ledger import accounts
 from payments.ledger.service import credit, debit, post
 from payments.orders import accounting, repository
@@ -32,28 +31,6 @@ from payments.orders.states import Reason
 log = logging.getLogger("sscard.payments.callbacks")
 
 ORDER_CURRENCY = "CNY"  # every contribution order is in fen of CNY
-
-
-class Kind(StrEnum):
-    PAID = "paid"
-    FAILED = "failed"
-    CLOSED = "closed"
-    OTHER = "other"
-
-
-@dataclass(frozen=True)
-class ChannelEvent:
-    """A verified event, whatever the channel: what the inbox needs to record and apply it."""
-
-    channel: str
-    event_id: str
-    order_no: str
-    channel_trade_no: str
-    channel_state: str
-    kind: Kind
-    amount_fen: int
-    currency: str
-    payload: dict[str, Any]
 
 
 @dataclass(frozen=True)
