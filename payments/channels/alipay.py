@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 import time
 import urllib.parse
@@ -28,8 +29,10 @@ from payments.money import MoneyError, parse_yuan
 CHINA_TIME = timezone(timedelta(hours=8), "Asia/Shanghai")
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 _TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
+_TIME_MS = re.compile(r"(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})(?:\.\d{1,3})?")  # gmt_refund carries milliseconds
 _MAX_BODY = 64 * 1024
 _MAX_PARAMS = 200
+_MAX_RESPONSE = 1024 * 1024
 
 
 def load_public_key(text: str | bytes) -> rsa.RSAPublicKey:
@@ -146,6 +149,14 @@ class TradeNotification:
     buyer_pay_amount_fen: int | None
     refund_fee_fen: int | None  # present on the notification Alipay sends after a (partial) refund
     gmt_payment: datetime | None
+    # A refund notice also carries these: out_biz_no is the refund's out_request_no (our refund number). refund_fee
+    # is the total refunded on the trade so far, not this refund's amount.
+    out_biz_no: str | None = None
+    gmt_refund: datetime | None = None
+
+    @property
+    def is_refund(self) -> bool:
+        return self.refund_fee_fen is not None
 
 
 def _required(params: Mapping[str, str], name: str, max_len: int = 128) -> str:
@@ -185,6 +196,12 @@ def parse_trade_notify(
     except ValueError:
         raise ChannelRefusal(RefusalReason.UNSUPPORTED, "unknown trade_status") from None
     gmt_payment = params.get("gmt_payment")
+    refund_fee = _optional_yuan(params, "refund_fee")
+    out_biz_no = params.get("out_biz_no") or None
+    gmt_refund = params.get("gmt_refund") or None
+    if refund_fee is not None and (out_biz_no is None or gmt_refund is None or len(out_biz_no) > 64):
+        # A refund we cannot tie to its request number cannot be applied to anything.
+        raise ChannelRefusal(RefusalReason.MALFORMED, "refund notice without out_biz_no or gmt_refund")
     total = _parse_yuan(_required(params, "total_amount", 32), "total_amount")
     if total == 0:
         raise ChannelRefusal(RefusalReason.MALFORMED, "total_amount is zero")  # Alipay's minimum is 0.01
@@ -198,9 +215,18 @@ def parse_trade_notify(
         total_amount_fen=total,
         receipt_amount_fen=_optional_yuan(params, "receipt_amount"),
         buyer_pay_amount_fen=_optional_yuan(params, "buyer_pay_amount"),
-        refund_fee_fen=_optional_yuan(params, "refund_fee"),
+        refund_fee_fen=refund_fee,
         gmt_payment=_parse_time(gmt_payment, "gmt_payment") if gmt_payment else None,
+        out_biz_no=out_biz_no if refund_fee is not None else None,
+        gmt_refund=_parse_refund_time(gmt_refund) if refund_fee is not None and gmt_refund else None,
     )
+
+
+def _parse_refund_time(value: str) -> datetime:
+    match = _TIME_MS.fullmatch(value)
+    if match is None:
+        raise ChannelRefusal(RefusalReason.MALFORMED, "gmt_refund is not yyyy-MM-dd HH:mm:ss[.SSS]")
+    return _parse_time(match.group(1), "gmt_refund")
 
 
 def read_notify(
@@ -253,3 +279,124 @@ def sign_request(params: Mapping[str, str], private_key: rsa.RSAPrivateKey) -> d
 def encode_form(params: Mapping[str, str]) -> str:
     """Signed parameters as a UTF-8 form body or query string; encoding happens after signing, never before."""
     return urllib.parse.urlencode(list(params.items()), encoding="utf-8")
+
+
+# --- synchronous responses ------------------------------------------------------------------------------------
+
+
+class ResponseError(ValueError):
+    """A gateway response that is not Alipay's signed JSON envelope, or whose signature does not verify."""
+
+
+def response_name(method: str) -> str:
+    """The member of the envelope holding a method's result: alipay.trade.query -> alipay_trade_query_response."""
+    return method.replace(".", "_") + "_response"
+
+
+def _members(text: str) -> list[tuple[str, int, int]]:
+    """The top-level members of a JSON object as (name, start, end) of each value's exact text.
+
+    Alipay signs the raw text of one member's value, so its position in the body is needed, not a re-serialisation;
+    the standard library's decoder reads each member, so nothing here parses JSON by hand.
+    """
+    decoder = json.JSONDecoder()
+    ws = re.compile(r"[ \t\n\r]*")
+    pos = ws.match(text, 0).end()  # type: ignore[union-attr]
+    if text[pos : pos + 1] != "{":
+        raise ResponseError("the response is not a JSON object")
+    pos = ws.match(text, pos + 1).end()  # type: ignore[union-attr]
+    members: list[tuple[str, int, int]] = []
+    if text[pos : pos + 1] == "}":
+        return members
+    while True:
+        try:
+            name, pos = decoder.raw_decode(text, pos)
+            if not isinstance(name, str):
+                raise ResponseError("a member name is not a string")
+            pos = ws.match(text, pos).end()  # type: ignore[union-attr]
+            if text[pos : pos + 1] != ":":
+                raise ResponseError("a member has no value")
+            start = ws.match(text, pos + 1).end()  # type: ignore[union-attr]
+            _, end = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            raise ResponseError("the response is not JSON") from None
+        members.append((name, start, end))
+        pos = ws.match(text, end).end()  # type: ignore[union-attr]
+        separator = text[pos : pos + 1]
+        if separator == "}":
+            if text[ws.match(text, pos + 1).end() :]:  # type: ignore[union-attr]
+                raise ResponseError("text after the response object")
+            return members
+        if separator != ",":
+            raise ResponseError("the response is not a JSON object")
+        pos = ws.match(text, pos + 1).end()  # type: ignore[union-attr]
+
+
+def verify_response(body: bytes, method: str, public_key: rsa.RSAPublicKey) -> dict[str, object]:
+    """The verified `<method>_response` object of a gateway answer.
+
+    Alipay signs the exact UTF-8 text of that member's value (whatever its spacing and escapes) with RSA2; `sign`
+    is a sibling member. An answer without it, with it repeated, or not verifying is refused: nothing unverified is
+    trusted, error codes included.
+    """
+    if len(body) > _MAX_RESPONSE:
+        raise ResponseError("the response is too large")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ResponseError("the response is not UTF-8") from None
+    members = _members(text)
+    names = [name for name, _, _ in members]
+    if len(set(names)) != len(names):
+        raise ResponseError("a member is repeated")
+    found = {name: (start, end) for name, start, end in members}
+    wanted = response_name(method)
+    if wanted not in found:
+        wanted = "error_response"  # what the gateway answers for a method it does not know
+    if wanted not in found or "sign" not in found:
+        raise ResponseError("the response or its sign is missing")
+    start, end = found[wanted]
+    content = text[start:end]
+    sign = json.loads(text[slice(*found["sign"])])
+    if not isinstance(sign, str):
+        raise ResponseError("sign is not a string")
+    try:
+        signature = base64.b64decode(sign.encode("ascii"), validate=True)
+        public_key.verify(signature, content.encode("utf-8"), padding.PKCS1v15(), hashes.SHA256())
+    except (binascii.Error, UnicodeEncodeError, ValueError, InvalidSignature):
+        raise ResponseError("the response's sign does not verify") from None
+    value = json.loads(content)
+    if not isinstance(value, dict):
+        raise ResponseError("the response is not an object")
+    return value
+
+
+def sign_response(method: str, result: Mapping[str, object], private_key: rsa.RSAPrivateKey) -> bytes:
+    """A gateway answer as Alipay builds it (for the sandbox and tests): the result's JSON text signed as sent."""
+    content = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
+    signature = private_key.sign(content.encode("utf-8"), padding.PKCS1v15(), hashes.SHA256())
+    sign = base64.b64encode(signature).decode("ascii")
+    return f'{{"{response_name(method)}":{content},"sign":"{sign}"}}'.encode()
+
+
+def sign_notify(params: Mapping[str, str], private_key: rsa.RSAPrivateKey) -> dict[str, str]:
+    """An async notification signed as Alipay signs it (for the sandbox): sign and sign_type outside the content."""
+    if "sign" in params:
+        raise ValueError("params already carry a sign")
+    unsigned = {**params, "sign_type": "RSA2"}
+    content = sign_content(unsigned, exclude=("sign", "sign_type")).encode("utf-8")
+    signature = private_key.sign(content, padding.PKCS1v15(), hashes.SHA256())
+    return {**unsigned, "sign": base64.b64encode(signature).decode("ascii")}
+
+
+def verify_request(params: Mapping[str, str], public_key: rsa.RSAPublicKey) -> bool:
+    """Whether a request's RSA2 sign verifies under the application's public key (the gateway's side; sandbox)."""
+    if params.get("sign_type") != "RSA2":
+        return False
+    try:
+        signature = base64.b64decode(params.get("sign", "").encode("ascii"), validate=True)
+        content = sign_content(params, exclude=("sign",)).encode("utf-8")
+        public_key.verify(signature, content, padding.PKCS1v15(), hashes.SHA256())
+    except (binascii.Error, UnicodeEncodeError, ValueError, InvalidSignature):
+        return False
+    return True

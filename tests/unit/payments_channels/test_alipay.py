@@ -316,8 +316,27 @@ def test_three_decimals_are_refused_end_to_end(alipay_key: rsa.RSAPrivateKey, al
 
 
 def test_refund_fee_is_read(alipay_key: rsa.RSAPrivateKey, alipay_public: rsa.RSAPublicKey) -> None:
-    n = read(notify_body(resign(alipay_key, refund_fee="20.50", gmt_refund="2026-11-28 21:30:00.123")), alipay_public)
-    assert n.refund_fee_fen == 2050
+    refund = {"refund_fee": "20.50", "gmt_refund": "2026-11-28 21:30:00.123", "out_biz_no": "R1"}
+    n = read(notify_body(resign(alipay_key, **refund)), alipay_public)
+    assert (n.refund_fee_fen, n.out_biz_no, n.is_refund) == (2050, "R1", True)
+    assert n.gmt_refund is not None and n.gmt_refund.isoformat() == "2026-11-28T21:30:00+08:00"
+    assert not read(notify_body(signed(alipay_key)), alipay_public).is_refund
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"refund_fee": "20.50", "gmt_refund": "2026-11-28 21:30:00"},  # no out_biz_no: nothing to apply it to
+        {"refund_fee": "20.50", "out_biz_no": "R1"},
+        {"refund_fee": "20.50", "out_biz_no": "R1", "gmt_refund": "2026-11-28T21:30:00"},
+        {"refund_fee": "20.50", "out_biz_no": "R1", "gmt_refund": "2026-11-28 21:30:00.1234"},
+        {"refund_fee": "-20.50", "out_biz_no": "R1", "gmt_refund": "2026-11-28 21:30:00"},
+    ],
+)
+def test_incomplete_refund_notices_are_refused(
+    alipay_key: rsa.RSAPrivateKey, alipay_public: rsa.RSAPublicKey, changes: dict[str, str]
+) -> None:
+    _refused(notify_body(resign(alipay_key, **changes)), alipay_public, RefusalReason.MALFORMED)
 
 
 # --- acknowledgements -------------------------------------------------------------------------------------------
