@@ -15,12 +15,14 @@ from sqlalchemy.exc import IntegrityError
 
 from authsvc.database import unit_of_work
 from authsvc.deps import RawBody, RuntimeDep
-from authsvc.oauth import resource
+from authsvc.oauth import resource, step_up
 from authsvc.oauth import scopes as known_scopes
 from authsvc.problems import Problem
 from authsvc.runtime import Runtime
 from payments.api import idempotency
-from payments.orders import service
+from payments.channels.base import ChannelDeclined, ChannelUnavailable
+from payments.channels.registry import ChannelsDep
+from payments.orders import checkout, service
 from payments.orders.domain import OrderError
 from payments.orders.models import PaymentOrder
 
@@ -30,11 +32,20 @@ log = logging.getLogger("sscard.payments")
 JSON = "application/json"
 
 
-def payments_caller(request: Request, runtime: RuntimeDep) -> service.Caller:
+def payments_token(request: Request, runtime: RuntimeDep) -> resource.AccessToken:
     token = resource.from_request(runtime, request)
     resource.require_scope(token, known_scopes.PAYMENTS)
-    # Client credentials carry no grant: a back end acting for itself. Everything else is a cardholder's login.
-    return service.Caller(client_id=token.client_id, subject=token.subject, citizen=token.grant_id is not None)
+    return token
+
+
+TokenDep = Annotated[resource.AccessToken, Depends(payments_token)]
+
+
+def payments_caller(token: TokenDep) -> service.Caller:
+    # A token from a person's login (a portal's grant or a kiosk's card login) carries the time of that login;
+    # a client-credentials token carries none: a back end acting for itself.
+    citizen = token.grant_id is not None or token.auth_time is not None
+    return service.Caller(client_id=token.client_id, subject=token.subject, citizen=citizen)
 
 
 CallerDep = Annotated[service.Caller, Depends(payments_caller)]
@@ -150,3 +161,51 @@ def get_order(order_id: str, caller: CallerDep, runtime: RuntimeDep) -> Response
     if answer is None:
         raise Problem(404, "order_unknown", "no such order among yours")
     return _json(answer)
+
+
+@router.post("/{order_id}/payment")
+def start_payment(
+    order_id: str, token: TokenDep, caller: CallerDep, runtime: RuntimeDep, channels: ChannelsDep
+) -> Response:
+    """Start (or ask again for) the payment of one of the caller's orders at its channel: the QR code, the page to
+    open, or, for the card's financial account, the charge itself. Safe to repeat: the channel answers for the
+    same order with the same payment."""
+    settings = runtime.settings
+    with unit_of_work(runtime.sessions) as db:
+        order = service.own_order(db, caller, order_id[:64])
+        if order is None:
+            raise Problem(404, "order_unknown", "no such order among yours")
+        try:
+            checkout.check_startable(order)
+        except checkout.NotStartable as exc:
+            raise Problem(409, exc.reason, str(exc)) from None
+        payer_ref = None
+        required = checkout.REQUIRED_ACR.get(order.channel)
+        if required is not None:
+            # RFC 9470: the portal or kiosk sends the cardholder back for a card + PIN login.
+            step_up.require(token, acr=required)
+            payer_ref = service.card_for_payment(db, token)
+            if payer_ref is None:
+                raise Problem(409, "card_unavailable", "no active card of this cardholder can pay")
+        ref = checkout.order_ref(
+            order,
+            notify_url=f"{settings.issuer}/v1/payments/callbacks/{order.channel}",
+            expires_at=checkout.expiry(order, settings.payment_order_ttl),
+            payer_ref=payer_ref,
+        )
+    adapter = channels.get(order.channel)
+    if adapter is None:
+        raise Problem(
+            503, "channel_unavailable", f"the {order.channel} channel is not available", headers={"Retry-After": "30"}
+        )
+    try:
+        started = checkout.start(adapter, ref, runtime.sessions)
+    except ChannelUnavailable:
+        log.warning("order %s: %s did not answer", ref.order_no, order.channel)
+        raise Problem(
+            503, "channel_unavailable", "the channel did not answer; try again", headers={"Retry-After": "5"}
+        ) from None
+    except ChannelDeclined as exc:
+        raise Problem(409, "channel_declined", f"the channel declined: {exc.code}", channel_code=exc.code) from None
+    payment = {"method": started.start.method, **started.start.data}
+    return _json({"order": service.describe(started.order), "payment": payment})

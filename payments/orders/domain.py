@@ -34,7 +34,9 @@ class PayerKind(StrEnum):
 
 
 _REGION = re.compile(r"[1-9][0-9]{5}", re.ASCII)
-_CHANNEL = re.compile(r"[a-z][a-z0-9_]{0,31}", re.ASCII)
+# The channels an order can name (payments/channels/): the third-party channels, the bank gateway, the card's
+# financial account, and the bank's batch withholding for payers who signed an agreement.
+CHANNELS = frozenset({"wechatpay", "alipay", "bank", "card", "withholding"})
 _YEAR = re.compile(r"(19|20)[0-9]{2}", re.ASCII)
 _MONTH = re.compile(r"((?:19|20)[0-9]{2})-(0[1-9]|1[0-2])", re.ASCII)
 MAX_PERIODS = 36
@@ -134,7 +136,7 @@ def validate(spec: OrderSpec, tiers: TierTable) -> OrderSpec:
         raise OrderError(f"insured social security number: {exc}") from None
     if not isinstance(spec.region, str) or not _REGION.fullmatch(spec.region):
         raise OrderError("region must be a 6-digit administrative division code")
-    if not isinstance(spec.channel, str) or not _CHANNEL.fullmatch(spec.channel):
+    if spec.channel not in CHANNELS:
         raise OrderError("unknown channel name")
     try:
         amount = check_fen(spec.amount_fen)

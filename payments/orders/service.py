@@ -16,7 +16,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from authsvc.oauth.models import OAuthGrant
+from authsvc.oauth.resource import AccessToken
+from authsvc.registry import repository as registry
 from authsvc.registry.masking import mask_ssn
+from authsvc.registry.models import Cardholder, CardStatus
 from payments.orders import repository
 from payments.orders.domain import InsuranceType, OrderError, OrderSpec, PayerKind, TierTable, validate
 from payments.orders.models import PaymentOrder
@@ -127,6 +131,23 @@ def own_orders(db: Session, caller: Caller, limit: int = MAX_LIST) -> list[Payme
         .limit(limit)
     )
     return list(db.scalars(query))
+
+
+def card_for_payment(db: Session, token: AccessToken) -> str | None:
+    """The card number whose financial account pays for a card payment: the only live, active card of the person
+    who logged in. The token's `sub` may be a portal's pairwise one, so a portal's token is traced through its
+    grant to the cardholder's own subject; a kiosk's token carries that subject itself."""
+    subject = token.subject
+    if token.grant_id is not None:
+        grant = db.get(OAuthGrant, token.grant_id)
+        if grant is None:
+            return None
+        subject = grant.subject
+    holder = db.scalar(select(Cardholder).where(Cardholder.subject == subject))
+    if holder is None:
+        return None
+    cards = [card for card in registry.live_cards(db, holder.id) if card.status == CardStatus.ACTIVE]
+    return cards[0].card_number if len(cards) == 1 else None
 
 
 def describe(order: PaymentOrder) -> dict[str, Any]:
