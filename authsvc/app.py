@@ -27,6 +27,7 @@ from authsvc.oidc.userinfo import router as userinfo_router
 from authsvc.runtime import Runtime
 from payments.api.orders import router as payments_orders_router
 from payments.callbacks.endpoints import router as payments_callbacks_router
+from payments.refunds.endpoints import router as payments_refunds_router
 
 
 class ServerTiming:
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         kiosk_router,
         payments_orders_router,
         payments_callbacks_router,
+        payments_refunds_router,
     ):
         app.include_router(router)
 

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     helper_url: str = "http://127.0.0.1:24727"
     logout_retry_base: Annotated[int, Field(ge=1, le=3600)] = 10
     logout_max_attempts: Annotated[int, Field(ge=1, le=50)] = 8
+    # A refund above this many fen (with the order's earlier refunds) waits for a second operator's approval.
+    refund_approval_above_fen: Annotated[int, Field(ge=0, le=10**12)] = 500_000
     # How long a payment order may stay unpaid before it is closed (at its channel first, payments/recovery/).
     payment_order_ttl: Annotated[int, Field(ge=300, le=7 * 86400)] = 2 * 3600
 

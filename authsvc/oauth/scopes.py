@@ -13,6 +13,9 @@ ADMIN = "sscard:admin"
 # Contribution payments API (payments/api/): create and read one's own orders. Citizens' portals and kiosks (a
 # cardholder's token) and employers' back ends (client credentials) are registered for it.
 PAYMENTS = "payments"
+# Refunds (payments/refunds/): request, approve and reject. Operator consoles only, and only for people signed in
+# there: a client-credentials token is refused even with the scope (a refund names the person who asked).
+PAYMENTS_REFUND = "payments:refund"
 
 SCOPES: dict[str, str] = {
     OPENID: "OpenID Connect sign-in: the subject identifier",
@@ -20,6 +23,7 @@ SCOPES: dict[str, str] = {
     SSN: "the social security number",
     ADMIN: "administration API",
     PAYMENTS: "pay social insurance contributions and see the orders you created",
+    PAYMENTS_REFUND: "request, approve and reject refunds of contribution payments (operators)",
 }
 
 

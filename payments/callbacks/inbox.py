@@ -10,6 +10,11 @@ a second posting impossible even so.
 Every fen a channel says it took is in the ledger after its callback: in the fund when the order is paid, otherwise
 (another amount, an unknown order, a charge on a closed order) moved from `clearing:<channel>` to
 `suspense:<channel>` for review, never to the fund.
+
+Refund notifications (RefundEvent) go through the same inbox and are applied by payments/refunds/service.py under the
+same order row lock: succeeded or failed settle the refund, processing is ignored, a notice for a refund we do not
+have is kept (`unknown_refund`), a contradiction (failed after succeeded) is a `conflict` and another amount is held
+(`held_amount_mismatch`), neither applied. No money is posted for those: the refund's own entries already hold it.
 """
 
 from __future__ import annotations
@@ -22,11 +27,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from payments.callbacks.models import CallbackOutcome, PaymentCallback
-from payments.channels.base import ChannelEvent, Kind
+from payments.channels.base import ChannelEvent, Kind, RefundEvent
 from payments.ledger import accounts
 from payments.ledger.service import credit, debit, post
 from payments.orders import accounting, repository
 from payments.orders.states import Reason
+from payments.refunds import service as refunds
 
 log = logging.getLogger("sscard.payments.callbacks")
 
@@ -39,8 +45,21 @@ class Received:
     redelivery: bool  # the same event id was recorded before: nothing was done this time
 
 
-def receive(db: Session, event: ChannelEvent) -> Received:
-    row = PaymentCallback(
+def _row(event: ChannelEvent | RefundEvent) -> PaymentCallback:
+    if isinstance(event, RefundEvent):
+        return PaymentCallback(
+            channel=event.channel,
+            event_id=event.event_id,
+            order_ref=event.order_no[:64],
+            refund_ref=event.refund_no[:64],
+            channel_trade_no=event.channel_refund_no[:64],
+            channel_state=f"refund:{event.outcome}",
+            amount_fen=event.amount_fen,
+            currency=ORDER_CURRENCY,  # refunds go back in the order's currency
+            outcome="received",
+            payload=event.payload,
+        )
+    return PaymentCallback(
         channel=event.channel,
         event_id=event.event_id,
         order_ref=event.order_no,
@@ -51,6 +70,10 @@ def receive(db: Session, event: ChannelEvent) -> Received:
         outcome="received",  # replaced below, before the commit
         payload=event.payload,
     )
+
+
+def receive(db: Session, event: ChannelEvent | RefundEvent) -> Received:
+    row = _row(event)
     db.add(row)
     try:
         db.flush()
@@ -65,7 +88,7 @@ def receive(db: Session, event: ChannelEvent) -> Received:
             raise
         log.info("%s event %s for order %s delivered again", event.channel, event.event_id, event.order_no)
         return Received(CallbackOutcome(first.outcome), redelivery=True)
-    outcome, note = _apply(db, row, event)
+    outcome, note = _apply_refund(db, event) if isinstance(event, RefundEvent) else _apply(db, row, event)
     row.outcome, row.note = outcome, note
     db.flush()
     level = logging.INFO if outcome in (CallbackOutcome.APPLIED, CallbackOutcome.DUPLICATE) else logging.WARNING
@@ -103,6 +126,19 @@ def _apply(db: Session, row: PaymentCallback, event: ChannelEvent) -> tuple[Call
     if event.kind is Kind.PAID:  # a charge on a failed or closed order: the money is real, keep it in suspense
         _hold(db, row, event, "callback_conflict")
     return CallbackOutcome.CONFLICT, f"{result.refused.event} refused in state {result.refused.state}"
+
+
+def _apply_refund(db: Session, event: RefundEvent) -> tuple[CallbackOutcome, str | None]:
+    result = refunds.apply_outcome(
+        db,
+        refund_no=event.refund_no,
+        channel=event.channel,
+        order_no=event.order_no,
+        outcome=event.outcome,
+        amount_fen=event.amount_fen,
+        channel_refund_no=event.channel_refund_no,
+    )
+    return CallbackOutcome(result.applied.value), result.note
 
 
 def _hold(db: Session, row: PaymentCallback, event: ChannelEvent, kind: str) -> None:

@@ -20,6 +20,7 @@ class CallbackOutcome(StrEnum):
     HELD_AMOUNT_MISMATCH = "held_amount_mismatch"  # charged another amount or currency: not paid, held in suspense
     UNKNOWN_ORDER = "unknown_order"  # no such order of ours: kept for investigation
     CONFLICT = "conflict"  # contradicts the order's state (a late failure after paid): reported, never applied
+    UNKNOWN_REFUND = "unknown_refund"  # a refund notice for no refund of ours: kept for investigation
     IGNORED = "ignored"  # a state that changes nothing (WAIT_BUYER_PAY, USERPAYING, ...)
 
 
@@ -34,6 +35,8 @@ class PaymentCallback(Base):
     # WeChat Pay: transaction_id:trade_state; Alipay: notify_id.
     event_id: Mapped[str] = mapped_column(String(128))
     order_ref: Mapped[str] = mapped_column(String(64), index=True)  # out_trade_no as the channel sent it
+    # Refund notifications only: our refund number as the channel sent it (channel_trade_no is its refund number).
+    refund_ref: Mapped[str | None] = mapped_column(String(64), index=True)
     channel_trade_no: Mapped[str] = mapped_column(String(64))
     channel_state: Mapped[str] = mapped_column(String(32))
     amount_fen: Mapped[int] = mapped_column(BigInteger)

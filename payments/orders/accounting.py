@@ -35,6 +35,22 @@ class AccountingError(ValueError):
     """A change refused; nothing was written."""
 
 
+class RefundRefused(AccountingError):
+    """A refund request refused, with a stable machine-readable `reason` for the API (payments/refunds/)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# Refund states (PaymentRefund.state). Only `requested` refunds are sent to the channel.
+AWAITING_APPROVAL = "awaiting_approval"
+REQUESTED = "requested"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+REJECTED = "rejected"
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What happened to the order: `changed` false with `refused` set for a repeat or a conflict."""
@@ -107,27 +123,38 @@ def close(db: Session, order_no: str) -> Outcome:
     return Outcome(order, refused is None, refused)
 
 
-def request_refund(db: Session, order_no: str, refund_no: str, amount_fen: int) -> PaymentRefund:
+def request_refund(
+    db: Session, order_no: str, refund_no: str, amount_fen: int, *, awaiting_approval: bool = False
+) -> PaymentRefund:
     """Accept a refund of `amount_fen` (before asking the channel): never above what was paid less what is already
-    refunded or in flight. The same refund number again returns the refund already accepted."""
+    refunded or in flight. The same refund number again returns the refund already accepted. A refund
+    `awaiting_approval` is reserved the same way (nobody else can spend that amount meanwhile) but is not to be sent
+    until `refund_approved`; `refund_rejected` releases it. Refusals are RefundRefused with a reason."""
     try:
         check_fen(amount_fen)
     except MoneyError as exc:
-        raise AccountingError(f"refund amount: {exc}") from None
+        raise RefundRefused("refund_invalid", f"refund amount: {exc}") from None
     if not isinstance(refund_no, str) or not 0 < len(refund_no) <= 40 or not refund_no.isprintable():
-        raise AccountingError("a refund number is 1 to 40 printable characters")
+        raise RefundRefused("refund_invalid", "a refund number is 1 to 40 printable characters")
     order = _locked(db, order_no)
     existing = repository.refund_by_no(db, refund_no)
     if existing is not None:
         if existing.order_id != order.id or existing.amount_fen != amount_fen:
-            raise AccountingError(f"refund {refund_no!r} exists with another order or amount")
+            raise RefundRefused("refund_number_reused", f"refund {refund_no!r} exists with another order or amount")
         return existing
     if order.state not in (State.PAID, State.PARTIALLY_REFUNDED):
-        raise AccountingError(f"order {order_no} is {order.state}: only a paid order can be refunded")
+        raise RefundRefused(
+            "order_not_refundable", f"order {order_no} is {order.state}: only a paid order can be refunded"
+        )
     left = order.amount_fen - order.refund_reserved_fen
     if amount_fen > left:
-        raise AccountingError(f"order {order_no}: a refund of {amount_fen} fen is more than the {left} fen left")
-    refund = PaymentRefund(refund_no=refund_no, order_id=order.id, amount_fen=amount_fen, state="requested")
+        raise RefundRefused(
+            "refund_exceeds_remaining", f"a refund of {amount_fen} fen is more than the {left} fen left on the order"
+        )
+    state = AWAITING_APPROVAL if awaiting_approval else REQUESTED
+    refund = PaymentRefund(
+        refund_no=refund_no, order_id=order.id, amount_fen=amount_fen, state=state, approval_required=awaiting_approval
+    )
     db.add(refund)
     order.refund_reserved_fen += amount_fen
     order.updated_at = utcnow()
@@ -144,16 +171,16 @@ def request_refund(db: Session, order_no: str, refund_no: str, amount_fen: int) 
 
 def refund_succeeded(db: Session, refund_no: str) -> Outcome:
     """The channel confirmed the refund: the order moves to partially_refunded or refunded."""
-    refund, order = _refund_and_order(db, refund_no)
-    if refund.state == "succeeded":
+    refund, order = lock_refund(db, refund_no)
+    if refund.state == SUCCEEDED:
         return Outcome(order, False, Refused(State(order.state), Event.REFUND_FULL, Reason.DUPLICATE))
-    if refund.state != "requested":
+    if refund.state != REQUESTED:
         raise AccountingError(f"refund {refund_no} already {refund.state}")
     full = order.refunded_fen + refund.amount_fen == order.amount_fen
     refused = _apply(order, Event.REFUND_FULL if full else Event.REFUND_PARTIAL)
     if refused is not None:  # cannot happen while the reservation rules hold; never post without the state change
         raise AccountingError(str(refused))
-    refund.state, refund.settled_at = "succeeded", order.updated_at
+    refund.state, refund.settled_at = SUCCEEDED, order.updated_at
     order.refunded_fen += refund.amount_fen
     post(
         db,
@@ -170,25 +197,51 @@ def refund_succeeded(db: Session, refund_no: str) -> Outcome:
 
 def refund_failed(db: Session, refund_no: str) -> Outcome:
     """The channel refused the refund: the reservation is released and the request's entry reversed."""
-    refund, order = _refund_and_order(db, refund_no)
-    if refund.state == "failed":
+    refund, order = lock_refund(db, refund_no)
+    if refund.state == FAILED:
         return Outcome(order, False)
-    if refund.state != "requested":
+    if refund.state != REQUESTED:
         raise AccountingError(f"refund {refund_no} already {refund.state}")
-    refund.state, refund.settled_at = "failed", utcnow()
+    _release(db, refund, order, FAILED)
+    return Outcome(order, False)
+
+
+def refund_approved(db: Session, refund_no: str) -> PaymentRefund:
+    """The second operator approved: the refund may now be sent. No money moves (it was reserved when requested).
+    Whether this operator may approve is payments/refunds/domain.py's decision, taken under `lock_refund`."""
+    refund, _ = lock_refund(db, refund_no)
+    if refund.state != AWAITING_APPROVAL:
+        raise AccountingError(f"refund {refund_no} is {refund.state}, not awaiting approval")
+    refund.state = REQUESTED
+    return refund
+
+
+def refund_rejected(db: Session, refund_no: str) -> PaymentRefund:
+    """The second operator rejected (or the requester withdrew) a refund never sent: the reservation is released
+    and the request's entry reversed, as for a refund the channel refused."""
+    refund, order = lock_refund(db, refund_no)
+    if refund.state != AWAITING_APPROVAL:
+        raise AccountingError(f"refund {refund_no} is {refund.state}, not awaiting approval")
+    _release(db, refund, order, REJECTED)
+    return refund
+
+
+def _release(db: Session, refund: PaymentRefund, order: PaymentOrder, state: str) -> None:
+    refund.state, refund.settled_at = state, utcnow()
     order.refund_reserved_fen -= refund.amount_fen
     order.updated_at = refund.settled_at
     post(
         db,
-        f"refund:{refund_no}:failed",
-        "refund_failed",
+        f"refund:{refund.refund_no}:{state}",
+        f"refund_{state}",
         [debit(accounts.refunds(order.channel), refund.amount_fen), credit(_fund(order), refund.amount_fen)],
         order_ref=order.order_no,
     )
-    return Outcome(order, False)
 
 
-def _refund_and_order(db: Session, refund_no: str) -> tuple[PaymentRefund, PaymentOrder]:
+def lock_refund(db: Session, refund_no: str) -> tuple[PaymentRefund, PaymentOrder]:
+    """The refund and its order, the order row locked until commit: read a refund's state through this before
+    deciding anything about it."""
     refund = repository.refund_by_no(db, refund_no)
     if refund is None:
         raise AccountingError(f"no refund {refund_no!r}")

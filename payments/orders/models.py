@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, CheckConstraint, ForeignKey, Integer, String
+from sqlalchemy import JSON, BigInteger, Boolean, CheckConstraint, ForeignKey, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from authsvc.database import Base, UTCDateTime, utcnow
@@ -57,8 +57,27 @@ class PaymentRefund(Base):
     refund_no: Mapped[str] = mapped_column(String(40), unique=True)
     order_id: Mapped[int] = mapped_column(ForeignKey("payment_orders.id"), index=True)
     amount_fen: Mapped[int] = mapped_column(BigInteger)
-    state: Mapped[str] = mapped_column(String(16))  # requested, succeeded, failed
+    # awaiting_approval (above the approval threshold, nothing sent yet), requested (sent or to be sent to the
+    # channel), succeeded, failed (the channel said no), rejected (the second operator said no). payments/refunds/.
+    state: Mapped[str] = mapped_column(String(20), index=True)  # the recovery sweeper looks for `requested`
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Who asked and why (the operator is the access token's client and subject), and the second operator's word.
+    reason: Mapped[str | None] = mapped_column(String(200))
+    requested_client: Mapped[str | None] = mapped_column(String(64))
+    requested_subject: Mapped[str | None] = mapped_column(String(64))
+    approval_required: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    decision: Mapped[str | None] = mapped_column(String(16))  # approved, rejected
+    decided_client: Mapped[str | None] = mapped_column(String(64))
+    decided_subject: Mapped[str | None] = mapped_column(String(64))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    decision_note: Mapped[str | None] = mapped_column(String(200))
+    # The channel's side: when we last had an answer from it, its refund number, its decline code.
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    channel_refund_no: Mapped[str | None] = mapped_column(String(64))
+    channel_note: Mapped[str | None] = mapped_column(String(200))
+    # HMACs of the operator's Idempotency-Key and request body (payments/api/idempotency.py), as on orders.
+    idempotency_key: Mapped[str | None] = mapped_column(String(64), index=True, unique=True)
+    idempotency_body: Mapped[str | None] = mapped_column(String(64))
 
     order: Mapped[PaymentOrder] = relationship(lazy="joined")
