@@ -96,6 +96,9 @@ def complete_login(
         auth=auth,
         id_ttl=s.id_token_ttl,
         access_ttl=s.access_token_ttl,
+        # The kiosk's citizen may pay contributions from the card's financial account (payments/orders/checkout.py),
+        # which also requires the card + PIN level this login may have reached.
+        scope="openid payments",
     )
     audit.record(
         session,

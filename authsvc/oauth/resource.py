@@ -18,11 +18,14 @@ from typing import Any
 import jwt
 from starlette.requests import Request
 
+from authsvc.database import unit_of_work
 from authsvc.oauth import dpop as dpop_proofs
 from authsvc.oauth import grants
 from authsvc.oauth.client_auth import clients
 from authsvc.oidc.discovery import DPOP_ALGORITHMS
 from authsvc.problems import Problem
+from authsvc.registry import repository as registry
+from authsvc.registry.models import TerminalStatus
 from authsvc.runtime import Runtime
 from authsvc.tokens.issuing import GRANT_CLAIM
 from keys.signing import ALGORITHM
@@ -243,9 +246,20 @@ def decode(runtime: Runtime, value: str, now: float | None = None) -> AccessToke
     if len(revoked) > 1 and revoked[1] is not None:
         raise TokenInvalid("the access token's grant was revoked")
     client = clients(runtime).get(str(claims["client_id"]))
-    if client is None or not client.active:
+    if client is None:
+        # A kiosk's card login (authsvc/kiosk/) is issued to the terminal, not to an OAuth client: it is good only
+        # while that terminal is, so disabling a kiosk ends its citizens' tokens at once.
+        if not _terminal_active(runtime, str(claims["client_id"])):
+            raise TokenInvalid("the access token's client is disabled")
+    elif not client.active:
         raise TokenInvalid("the access token's client is disabled")
     return token
+
+
+def _terminal_active(runtime: Runtime, terminal_id: str) -> bool:
+    with unit_of_work(runtime.sessions) as db:
+        found = registry.terminal(db, terminal_id[:64])
+        return found is not None and found.status == TerminalStatus.ACTIVE
 
 
 def from_request(runtime: Runtime, request: Request) -> AccessToken:

@@ -31,7 +31,8 @@ from payments.ledger.check import check
 from payments.ledger.service import balances
 from payments.orders import repository
 from tests.fixtures.oidc import register_client
-from tests.fixtures.service import issue
+from tests.fixtures.service import PIN, Kiosk, add_kiosk, issue
+from tests.fixtures.softcard import evidence, open_card
 from tests.integration.oauth.flows import code_grant
 from tests.integration.payments.test_orders_api import ORDER, backend_token, citizen_token, create, problem
 
@@ -97,8 +98,10 @@ def test_qr_payment_started_then_asked_again(client: TestClient, runtime: Runtim
     assert ref.amount_fen == ORDER["amount_fen"] and ref.notify_url.endswith("/v1/payments/callbacks/wechatpay")
     assert ref.description == "社会保险费 养老保险 2025" and ORDER["insured_ssn"] not in ref.description
     lifetime = ref.expires_at - datetime.now(UTC)
-    assert timedelta(seconds=runtime.settings.payment_order_ttl - 60) < lifetime <= timedelta(
-        seconds=runtime.settings.payment_order_ttl
+    assert (
+        timedelta(seconds=runtime.settings.payment_order_ttl - 60)
+        < lifetime
+        <= timedelta(seconds=runtime.settings.payment_order_ttl)
     )
     assert state(runtime, order_no) == "pending"
 
@@ -235,3 +238,25 @@ def test_card_payment_needs_an_active_card(
     stranger = citizen_token(client, runtime, "no-such-holder")
     other = new_order(client, stranger, "k-card-none", channel="card")
     problem(start(client, stranger, other), 409, "card_unavailable")
+
+
+def test_kiosk_card_login_pays_from_the_card_account(
+    client: TestClient, runtime: Runtime, channels: dict, tmp_path: Path
+) -> None:
+    """At a kiosk: card + PIN login, then the contribution charged to the card's account. The token is good only
+    while the kiosk is: a disabled terminal's tokens are refused."""
+    kiosk = Kiosk(client, add_kiosk(runtime, tmp_path, "kiosk-pay"))
+    card = issue(runtime, tmp_path, generation=3)
+    login_id, challenge = kiosk.start()
+    login = kiosk.complete(login_id, evidence(open_card(card.path), challenge, kiosk.terminal_id, PIN))
+    assert login.status_code == 200, login.text
+    token = login.json()["access_token"]
+    channels["card"].method, channels["card"].charged_fen = "charged", ORDER["amount_fen"]
+    order_no = new_order(client, token, "k-kiosk", channel="card", payer_kind="citizen")
+    answer = start(client, token, order_no)
+    assert answer.status_code == 200 and answer.json()["order"]["state"] == "paid"
+    assert channels["card"].asked[0].payer_ref == card.card_number
+    with unit_of_work(runtime.sessions) as db:
+        registry.set_terminal_status(db, "kiosk-pay", "disabled")
+    refused = client.get(f"{PATH}/{order_no}", headers={"Authorization": f"Bearer {token}"})
+    assert refused.status_code == 401 and "disabled" in refused.json()["detail"]
