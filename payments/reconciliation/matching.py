@@ -1,0 +1,227 @@
+"""Matching the staged statement against our side with set-based SQL: a handful of statements per run whatever the
+statement's size, never a lookup per line.
+
+Our side for a channel and a day (China time, the channels' statement day):
+* payments: orders of the channel paid (still paid, or refunded since) with `paid_at` in the day;
+* refunds: refunds of the channel's orders the channel confirmed (`succeeded`) with `settled_at` in the day.
+
+A payment line matches the order of its `order_no` (whatever day we recorded it: a payment just before midnight may
+reach us the next day) when that order is ours for this channel, paid, of the same amount; a refund line matches our
+refund of its `refund_no` the same way. The second line for one reference is never a match (the channel moved the
+money twice). What does not match becomes an item of the run; matched lines are only counted.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    String,
+    and_,
+    case,
+    cast,
+    exists,
+    func,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+)
+from sqlalchemy.orm import Session
+
+from payments.orders.models import PaymentOrder, PaymentRefund
+from payments.orders.states import State
+from payments.reconciliation.models import Category, ReconItem, Resolution
+from payments.reconciliation.staging import stage
+
+CHINA = timezone(timedelta(hours=8), "CST")  # the channels' statement day; China keeps no daylight saving
+PAID_STATES = (State.PAID.value, State.PARTIALLY_REFUNDED.value, State.REFUNDED.value)
+KINDS = ("payment", "refund")
+
+orders = PaymentOrder.__table__
+refunds = PaymentRefund.__table__
+_ITEM_COLUMNS = [
+    "run_id",
+    "kind",
+    "category",
+    "line_no",
+    "occurrence",
+    "order_no",
+    "channel_trade_no",
+    "refund_no",
+    "channel_refund_no",
+    "statement_fen",
+    "ours_fen",
+    "resolution",
+]
+
+
+def day_window(day: date) -> tuple[datetime, datetime]:
+    start = datetime.combine(day, time(0), CHINA)
+    return start, start + timedelta(days=1)
+
+
+def _classified_payments(channel: str) -> Any:
+    occurrence = func.row_number().over(partition_by=stage.c.order_no, order_by=stage.c.line_no)
+    lines = select(stage, occurrence.label("occurrence")).where(stage.c.kind == "payment").subquery("l")
+    category = case(
+        (
+            or_(
+                orders.c.id.is_(None),
+                orders.c.channel != channel,
+                orders.c.state.not_in(PAID_STATES),
+                lines.c.occurrence > 1,
+            ),
+            Category.CHANNEL_ONLY.value,
+        ),
+        (orders.c.amount_fen != lines.c.amount_fen, Category.AMOUNT_MISMATCH.value),
+        else_=Category.MATCHED.value,
+    )
+    return (
+        select(
+            literal("payment").label("kind"),
+            category.label("category"),
+            lines.c.line_no,
+            lines.c.occurrence,
+            lines.c.order_no,
+            lines.c.trade_no.label("channel_trade_no"),
+            cast(null(), String).label("refund_no"),
+            cast(null(), String).label("channel_refund_no"),
+            lines.c.amount_fen.label("statement_fen"),
+            orders.c.amount_fen.label("ours_fen"),
+        )
+        .select_from(lines.outerjoin(orders, orders.c.order_no == lines.c.order_no))
+        .subquery("cp")
+    )
+
+
+def _classified_refunds(channel: str) -> Any:
+    occurrence = func.row_number().over(partition_by=stage.c.refund_no, order_by=stage.c.line_no)
+    lines = select(stage, occurrence.label("occurrence")).where(stage.c.kind == "refund").subquery("l")
+    category = case(
+        (
+            or_(
+                refunds.c.id.is_(None),
+                orders.c.channel != channel,
+                refunds.c.state != "succeeded",
+                lines.c.occurrence > 1,
+            ),
+            Category.CHANNEL_ONLY.value,
+        ),
+        (refunds.c.amount_fen != lines.c.amount_fen, Category.AMOUNT_MISMATCH.value),
+        else_=Category.MATCHED.value,
+    )
+    return (
+        select(
+            literal("refund").label("kind"),
+            category.label("category"),
+            lines.c.line_no,
+            lines.c.occurrence,
+            lines.c.order_no,
+            lines.c.trade_no.label("channel_trade_no"),
+            lines.c.refund_no,
+            lines.c.channel_refund_no,
+            lines.c.amount_fen.label("statement_fen"),
+            refunds.c.amount_fen.label("ours_fen"),
+        )
+        .select_from(
+            lines.outerjoin(refunds, refunds.c.refund_no == lines.c.refund_no).outerjoin(
+                orders, orders.c.id == refunds.c.order_id
+            )
+        )
+        .subquery("cr")
+    )
+
+
+def _ours_only_payments(channel: str, day: date) -> Any:
+    start, end = day_window(day)
+    on_statement = exists().where(and_(stage.c.kind == "payment", stage.c.order_no == orders.c.order_no))
+    return select(
+        literal("payment").label("kind"),
+        literal(Category.OURS_ONLY.value).label("category"),
+        cast(null(), BigInteger).label("line_no"),
+        literal(1).label("occurrence"),
+        orders.c.order_no,
+        cast(null(), String).label("channel_trade_no"),
+        cast(null(), String).label("refund_no"),
+        cast(null(), String).label("channel_refund_no"),
+        cast(null(), BigInteger).label("statement_fen"),
+        orders.c.amount_fen.label("ours_fen"),
+    ).where(
+        orders.c.channel == channel,
+        orders.c.state.in_(PAID_STATES),
+        _between(orders.c.paid_at, start, end),
+        ~on_statement,
+    )
+
+
+def _ours_only_refunds(channel: str, day: date) -> Any:
+    start, end = day_window(day)
+    on_statement = exists().where(and_(stage.c.kind == "refund", stage.c.refund_no == refunds.c.refund_no))
+    return (
+        select(
+            literal("refund").label("kind"),
+            literal(Category.OURS_ONLY.value).label("category"),
+            cast(null(), BigInteger).label("line_no"),
+            literal(1).label("occurrence"),
+            orders.c.order_no,
+            cast(null(), String).label("channel_trade_no"),
+            refunds.c.refund_no,
+            cast(null(), String).label("channel_refund_no"),
+            cast(null(), BigInteger).label("statement_fen"),
+            refunds.c.amount_fen.label("ours_fen"),
+        )
+        .select_from(refunds.join(orders, orders.c.id == refunds.c.order_id))
+        .where(
+            orders.c.channel == channel,
+            refunds.c.state == "succeeded",
+            _between(refunds.c.settled_at, start, end),
+            ~on_statement,
+        )
+    )
+
+
+def _between(column: Any, start: datetime, end: datetime) -> ColumnElement[bool]:
+    # Bound through the column's own type (UTCDateTime), so SQLite compares its stored UTC text like for like.
+    return and_(column >= start, column < end)
+
+
+def match(db: Session, run_id: int, channel: str, day: date) -> dict[str, dict[str, dict[str, int]]]:
+    """Write the run's items (every discrepancy) and return the counts and sums per kind and category."""
+    totals = {kind: {c.value: {"count": 0, "statement_fen": 0, "ours_fen": 0} for c in Category} for kind in KINDS}
+    sources = [
+        _classified_payments(channel),
+        _classified_refunds(channel),
+        _ours_only_payments(channel, day).subquery("op"),
+        _ours_only_refunds(channel, day).subquery("or_"),
+    ]
+    for source in sources:
+        aggregate = select(
+            source.c.kind,
+            source.c.category,
+            func.count(),
+            func.coalesce(func.sum(source.c.statement_fen), 0),
+            func.coalesce(func.sum(source.c.ours_fen), 0),
+        ).group_by(source.c.kind, source.c.category)
+        for kind, category, count, statement_fen, ours_fen in db.execute(aggregate):
+            totals[kind][category] = {"count": count, "statement_fen": int(statement_fen), "ours_fen": int(ours_fen)}
+        items = select(
+            literal(run_id),
+            source.c.kind,
+            source.c.category,
+            source.c.line_no,
+            source.c.occurrence,
+            source.c.order_no,
+            source.c.channel_trade_no,
+            source.c.refund_no,
+            source.c.channel_refund_no,
+            source.c.statement_fen,
+            source.c.ours_fen,
+            literal(Resolution.OPEN.value),
+        ).where(source.c.category != Category.MATCHED.value)
+        db.execute(insert(ReconItem).from_select(_ITEM_COLUMNS, items))
+    return totals

@@ -1,0 +1,217 @@
+"""Resolving a run's discrepancies, one item per unit of work, the channel asked outside any transaction.
+
+* A channel-only payment whose order we hold unpaid, of the statement's amount: query the channel; if it confirms
+  PAID with that amount, mark the order paid through payments/orders/accounting.py (`order:<no>:paid`, the callback's
+  own key, so a callback arriving later posts nothing more): `backfilled`.
+* A channel-only payment the callbacks inbox already held (unknown order, another amount, a charge on a closed order):
+  its `callback:<id>:suspense` entry already moved the money from clearing to suspense: `held_by_callback`, nothing
+  posted again.
+* An ours-only payment: query the channel; PAID with our amount is a day-boundary case (the channel booked it on
+  another day): `matched_late`, nothing to post.
+* Everything else is `parked`: one balanced entry between `clearing:<channel>` and `suspense:<channel>` that brings
+  clearing to what the channel's statement says, keyed `recon:<channel>:<day>:<kind>:<reference>`, so a re-run, or a
+  corrected file of the same day, never parks the same reference twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from datetime import date
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from authsvc.database import unit_of_work, utcnow
+from payments.callbacks.models import CallbackOutcome, PaymentCallback
+from payments.channels.base import ChannelDeclined, ChannelTrade, ChannelUnavailable, TradeStatus
+from payments.ledger import accounts
+from payments.ledger.service import MAX_KEY, KeyReused, credit, debit, entry_by_key, post
+from payments.orders import accounting, repository
+from payments.orders.accounting import AccountingError
+from payments.orders.states import Reason, State
+from payments.reconciliation.models import Category, ReconItem, Resolution
+
+log = logging.getLogger("sscard.payments.reconciliation")
+
+Query = Callable[[str], ChannelTrade]
+HELD = (CallbackOutcome.HELD_AMOUNT_MISMATCH.value, CallbackOutcome.UNKNOWN_ORDER.value, CallbackOutcome.CONFLICT.value)
+UNPAID = (State.CREATED.value, State.PENDING.value)
+PAGE = 500
+
+
+def clearing_delta(item: ReconItem) -> int:
+    """How far `clearing:<channel>` must move (a debit when positive) to agree with the channel's statement."""
+    stated, ours = item.statement_fen or 0, item.ours_fen or 0
+    moved = {
+        Category.CHANNEL_ONLY.value: stated,
+        Category.OURS_ONLY.value: -ours,
+        Category.AMOUNT_MISMATCH.value: stated - ours,
+    }[item.category]
+    return moved if item.kind == "payment" else -moved  # a refund takes money back out of clearing
+
+
+def ledger_key(item: ReconItem, channel: str, day: date) -> str:
+    ref = (item.channel_trade_no or item.order_no or "") if item.kind == "payment" else (item.refund_no or "")
+    if item.occurrence > 1:
+        ref = f"{ref}#{item.occurrence}"
+    key = f"recon:{channel}:{day.isoformat()}:{item.kind}:{ref}"
+    if len(key) > MAX_KEY:  # long channel references: a digest keeps the key unique and within the column
+        key = f"recon:{channel}:{day.isoformat()}:{item.kind}:{hashlib.sha256(ref.encode()).hexdigest()[:40]}"
+    return key
+
+
+def resolve(sessions: sessionmaker[Session], run_id: int, channel: str, day: date, query: Query | None) -> None:
+    """Resolve every open item of the run (resumes where an interrupted run stopped)."""
+    last = 0
+    while True:
+        with unit_of_work(sessions) as db:
+            page = db.scalars(
+                select(ReconItem.id)
+                .where(ReconItem.run_id == run_id, ReconItem.resolution == Resolution.OPEN.value, ReconItem.id > last)
+                .order_by(ReconItem.id)
+                .limit(PAGE)
+            ).all()
+        if not page:
+            return
+        for item_id in page:
+            _resolve_one(sessions, item_id, channel, day, query)
+        last = page[-1]
+
+
+def _resolve_one(sessions: sessionmaker[Session], item_id: int, channel: str, day: date, query: Query | None) -> None:
+    with unit_of_work(sessions) as db:
+        item = _open_item(db, item_id)
+        if item is None or not _needs_query(db, item, channel, day):
+            return
+        order_no = item.order_no or ""
+    trade: ChannelTrade | None = None
+    note = None
+    if query is None:
+        note = "no channel query configured"
+    else:
+        try:
+            trade = query(order_no)
+        except (ChannelUnavailable, ChannelDeclined) as exc:
+            note = f"channel query failed: {type(exc).__name__}"
+            log.warning("reconciliation %s %s: query of %s failed: %s", channel, day, order_no, exc)
+    with unit_of_work(sessions) as db:
+        item = _open_item(db, item_id)
+        if item is not None:
+            _apply_query(db, item, channel, day, trade, note)
+
+
+def _open_item(db: Session, item_id: int) -> ReconItem | None:
+    item = db.get(ReconItem, item_id, with_for_update=True)
+    return item if item is not None and item.resolution == Resolution.OPEN.value else None
+
+
+def _needs_query(db: Session, item: ReconItem, channel: str, day: date) -> bool:
+    """Settle the item now if no query can help (True: ask the channel first)."""
+    if item.kind == "payment" and item.occurrence == 1:
+        if item.category == Category.OURS_ONLY.value:
+            return True
+        if item.category == Category.CHANNEL_ONLY.value:
+            if _held_by_callback(db, item, channel):
+                return False
+            order = repository.order_by_no(db, item.order_no or "")
+            if (
+                order is not None
+                and order.channel == channel
+                and order.state in UNPAID
+                and order.amount_fen == item.statement_fen
+            ):
+                return True
+    _park(db, item, channel, day)
+    return False
+
+
+def _apply_query(
+    db: Session, item: ReconItem, channel: str, day: date, trade: ChannelTrade | None, note: str | None
+) -> None:
+    order_no = item.order_no or ""
+    confirmed = trade is not None and trade.status is TradeStatus.PAID
+    if item.category == Category.OURS_ONLY.value:
+        if confirmed and trade is not None and trade.amount_fen == item.ours_fen:
+            _settle(item, Resolution.MATCHED_LATE, note="the channel confirms it paid: on another day's statement")
+        else:
+            _park(db, item, channel, day, note or _said(trade))
+        return
+    # channel-only, order unpaid when looked at: the inbox may have held a callback meanwhile
+    if _held_by_callback(db, item, channel):
+        return
+    if not confirmed or trade is None or trade.amount_fen != item.statement_fen:
+        _park(db, item, channel, day, note or _said(trade))
+        return
+    try:
+        outcome = accounting.mark_paid(db, order_no, amount_fen=trade.amount_fen)
+    except AccountingError as exc:
+        _park(db, item, channel, day, str(exc)[:200])
+        return
+    if outcome.changed:
+        _settle(item, Resolution.BACKFILLED, key=f"order:{order_no}:paid", note="confirmed by the channel's query")
+    elif outcome.refused is not None and outcome.refused.reason is Reason.DUPLICATE:
+        _settle(item, Resolution.MATCHED_LATE, key=f"order:{order_no}:paid", note="paid by a callback meanwhile")
+    else:
+        _park(db, item, channel, day, f"the order is {outcome.order.state}")
+
+
+def _said(trade: ChannelTrade | None) -> str:
+    if trade is None:
+        return "the channel did not answer"
+    return f"the channel reports {trade.status} ({trade.raw_state or '-'}), {trade.amount_fen} fen"
+
+
+def _held_by_callback(db: Session, item: ReconItem, channel: str) -> bool:
+    """The inbox held a charge of this order and amount in suspense, and no other item of this run claims it."""
+    candidates = db.scalars(
+        select(PaymentCallback.id)
+        .where(
+            PaymentCallback.channel == channel,
+            PaymentCallback.order_ref == item.order_no,
+            PaymentCallback.amount_fen == item.statement_fen,
+            PaymentCallback.outcome.in_(HELD),
+        )
+        .order_by(PaymentCallback.id)
+    ).all()
+    for callback_id in candidates:
+        key = f"callback:{callback_id}:suspense"
+        if entry_by_key(db, key) is None:
+            continue
+        claimed = db.scalar(
+            select(ReconItem.id).where(ReconItem.run_id == item.run_id, ReconItem.ledger_key == key).limit(1)
+        )
+        if claimed is None:
+            _settle(item, Resolution.HELD_BY_CALLBACK, key=key, note="already in suspense by the callbacks inbox")
+            return True
+    return False
+
+
+def _park(db: Session, item: ReconItem, channel: str, day: date, note: str | None = None) -> None:
+    delta = clearing_delta(item)
+    key = ledger_key(item, channel, day)
+    if delta == 0:  # cannot happen for a discrepancy; never post an empty movement
+        _settle(item, Resolution.PARKED, note=note)
+        return
+    clearing, suspense = accounts.clearing(channel), accounts.suspense(channel)
+    lines = (
+        [debit(clearing, delta), credit(suspense, delta)]
+        if delta > 0
+        else [debit(suspense, -delta), credit(clearing, -delta)]
+    )
+    try:
+        post(db, key, "recon_suspense", lines, order_ref=item.order_no)
+    except KeyReused:
+        # A corrected statement of the same day: the reference is parked already, with other figures. Parking it
+        # again would count it twice; review compares the two runs' items.
+        note = "parked by an earlier run of this day with other figures: review"
+    log.warning("reconciliation %s %s: %s %s %s parked", channel, day, item.kind, item.category, item.order_no)
+    _settle(item, Resolution.PARKED, key=key, note=note)
+
+
+def _settle(item: ReconItem, resolution: Resolution, *, key: str | None = None, note: str | None = None) -> None:
+    item.resolution = resolution.value
+    item.ledger_key = key
+    item.note = note[:200] if note else None
+    item.resolved_at = utcnow()

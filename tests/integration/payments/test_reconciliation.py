@@ -1,0 +1,391 @@
+"""Reconciliation of a channel's daily statement on both backends: every category, resolution by query and
+back-fill, callbacks already held in suspense, parking, idempotent re-runs, refused files, an empty day, and a
+statement of some thousands of lines. The ledger check stays balanced throughout."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import date, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from authsvc.database import unit_of_work
+from authsvc.runtime import Runtime
+from payments.callbacks import inbox
+from payments.channels.base import (
+    ChannelEvent,
+    ChannelTrade,
+    ChannelUnavailable,
+    Kind,
+    LineKind,
+    StatementError,
+    StatementLine,
+    TradeStatus,
+)
+from payments.ledger.check import check
+from payments.ledger.models import LedgerEntry
+from payments.ledger.service import balances, entry_by_key
+from payments.money import parse_yuan
+from payments.orders import accounting, repository
+from payments.orders.domain import InsuranceType, OrderSpec, PayerKind, Tier, TierTable, validate
+from payments.orders.models import PaymentOrder, PaymentRefund
+from payments.reconciliation.matching import CHINA
+from payments.reconciliation.models import ReconItem, ReconRun
+from payments.reconciliation.service import StatementSource, reconcile, report
+from payments.reconciliation.staging import file_digest
+
+CH = "wechatpay"
+DAY = date(2026, 11, 27)
+ON_DAY = datetime(2026, 11, 27, 10, 0, tzinfo=CHINA)
+AMOUNT = 100000
+TIERS = TierTable({(InsuranceType.PENSION, "110000", 2025): Tier(monthly=False, choices=frozenset({30000, AMOUNT}))})
+CLEARING, FUND, SUSPENSE, REFUNDS = f"clearing:{CH}", "fund:pension:110000", f"suspense:{CH}", f"refunds:{CH}"
+
+
+# --- a minimal statement format for the engine's tests: kind,order_no,trade_no,yuan[,refund_no] ------------------
+
+
+def parse_lines(data: Iterable[bytes]) -> Iterator[StatementLine]:
+    for no, raw in enumerate(data, start=1):
+        fields = raw.decode().rstrip("\n").split(",")
+        if fields == ["kind", "order_no", "trade_no", "amount", "refund_no"]:
+            continue
+        if len(fields) != 5 or fields[0] not in ("payment", "refund"):
+            raise StatementError(no, "not a statement line")
+        kind = LineKind(fields[0])
+        try:
+            amount = parse_yuan(fields[3])
+        except ValueError:
+            raise StatementError(no, "bad amount") from None
+        yield StatementLine(
+            no, kind, fields[1], fields[2], amount, ON_DAY, refund_no=fields[4] or None, channel_refund_no=None
+        )
+
+
+def statement(*rows: tuple[str, str, str, int, str]) -> list[bytes]:
+    head = [b"kind,order_no,trade_no,amount,refund_no\n"]
+    return head + [f"{k},{o},{t},{a // 100}.{a % 100:02d},{r}\n".encode() for k, o, t, a, r in rows]
+
+
+def pay(order_no: str, amount: int = AMOUNT, trade: str | None = None) -> tuple[str, str, str, int, str]:
+    return ("payment", order_no, trade or f"T{order_no}", amount, "")
+
+
+def ref(order_no: str, refund_no: str, amount: int) -> tuple[str, str, str, int, str]:
+    return ("refund", order_no, f"T{order_no}", amount, refund_no)
+
+
+class Channel:
+    """The channel's side of a query, scripted per order; counts what was asked."""
+
+    def __init__(self, trades: dict[str, ChannelTrade] | None = None, *, down: bool = False) -> None:
+        self.trades = trades or {}
+        self.down = down
+        self.asked: list[str] = []
+
+    def query(self, order_no: str) -> ChannelTrade:
+        self.asked.append(order_no)
+        if self.down:
+            raise ChannelUnavailable("timeout")
+        return self.trades.get(order_no, ChannelTrade(order_no, TradeStatus.NOT_FOUND))
+
+    def source(self) -> StatementSource:
+        return StatementSource(CH, parse_lines, self.query)
+
+
+def paid_trade(order_no: str, amount: int = AMOUNT) -> ChannelTrade:
+    return ChannelTrade(order_no, TradeStatus.PAID, amount, f"T{order_no}", ON_DAY, raw_state="SUCCESS")
+
+
+# --- our side ------------------------------------------------------------------------------------------------------
+
+
+def new_order(runtime: Runtime, channel: str = CH) -> str:
+    spec = OrderSpec(
+        PayerKind.CITIZEN, "s1", "110105199003072813", InsuranceType.PENSION, ("2025",), AMOUNT, "110000", channel
+    )
+    with unit_of_work(runtime.sessions) as db:
+        order_no = repository.add_order(db, validate(spec, TIERS)).order_no
+        accounting.submit(db, order_no)
+        return order_no
+
+
+def paid_order(runtime: Runtime, at: datetime = ON_DAY) -> str:
+    order_no = new_order(runtime)
+    with unit_of_work(runtime.sessions) as db:
+        accounting.mark_paid(db, order_no, amount_fen=AMOUNT)
+        db.execute(sa.update(PaymentOrder).where(PaymentOrder.order_no == order_no).values(paid_at=at))
+    return order_no
+
+
+def refunded(runtime: Runtime, order_no: str, refund_no: str, amount: int, at: datetime = ON_DAY) -> None:
+    with unit_of_work(runtime.sessions) as db:
+        accounting.request_refund(db, order_no, refund_no, amount)
+        accounting.refund_succeeded(db, refund_no)
+        db.execute(sa.update(PaymentRefund).where(PaymentRefund.refund_no == refund_no).values(settled_at=at))
+
+
+def ledger(runtime: Runtime) -> dict[str, int]:
+    with unit_of_work(runtime.sessions) as db:
+        assert check(db).ok
+        return {code: amount for code, amount in balances(db).items() if amount}
+
+
+def state(runtime: Runtime, order_no: str) -> str:
+    with unit_of_work(runtime.sessions) as db:
+        order = repository.order_by_no(db, order_no)
+        assert order is not None
+        return order.state
+
+
+def run_report(runtime: Runtime, run_id: int) -> dict:
+    with unit_of_work(runtime.sessions) as db:
+        result = report(db, run_id)
+        assert result is not None
+        return result
+
+
+def items(result: dict) -> dict[tuple[str, str, str | None], tuple[str, str | None]]:
+    """(kind, category, order) → (resolution, ledger key) for each discrepancy."""
+    return {(i["kind"], i["category"], i["order_no"]): (i["resolution"], i["ledger_key"]) for i in result["items"]}
+
+
+def count(runtime: Runtime, model: type) -> int:
+    with unit_of_work(runtime.sessions) as db:
+        return db.scalar(sa.select(sa.func.count()).select_from(model)) or 0
+
+
+# --- tests -----------------------------------------------------------------------------------------------------------
+
+
+def test_every_category_resolved_or_parked(runtime: Runtime) -> None:
+    matched, ours_only, mismatch, unpaid = (paid_order(runtime), paid_order(runtime), paid_order(runtime), None)
+    unpaid = new_order(runtime)  # the callback never came: the query recovers it
+    refund_matched, refund_ours = paid_order(runtime), paid_order(runtime)
+    refunded(runtime, refund_matched, "R1", 30000)
+    refunded(runtime, refund_ours, "R2", 40000)
+    before = ledger(runtime)
+    channel = Channel({unpaid: paid_trade(unpaid)})
+    lines = statement(
+        pay(matched),
+        pay(mismatch, AMOUNT + 500),
+        pay("SOunknown"),
+        pay(unpaid),
+        ref(refund_matched, "R1", 30000),
+        ref(refund_matched, "R9", 20000),  # a refund we never asked for
+        pay(refund_matched),
+        pay(refund_ours),
+    )
+    done = reconcile(runtime.sessions, channel.source(), DAY, lines)
+    assert not done.reused and done.lines == 8
+    result = run_report(runtime, done.run_id)
+    assert result["status"] == "resolved" and result["lines"] == 8 and result["day"] == "2026-11-27"
+    pays, refunds = result["totals"]["payment"], result["totals"]["refund"]
+    assert pays["matched"] == {"count": 3, "statement_fen": 3 * AMOUNT, "ours_fen": 3 * AMOUNT}
+    assert pays["channel_only"] == {"count": 2, "statement_fen": 2 * AMOUNT, "ours_fen": AMOUNT}
+    assert pays["ours_only"] == {"count": 1, "statement_fen": 0, "ours_fen": AMOUNT}
+    assert pays["amount_mismatch"] == {"count": 1, "statement_fen": AMOUNT + 500, "ours_fen": AMOUNT}
+    assert refunds["matched"]["count"] == 1 and refunds["channel_only"]["statement_fen"] == 20000
+    assert refunds["ours_only"] == {"count": 1, "statement_fen": 0, "ours_fen": 40000}
+    key = f"recon:{CH}:2026-11-27"
+    assert items(result) == {
+        ("payment", "ours_only", ours_only): ("parked", f"{key}:payment:{ours_only}"),
+        ("payment", "amount_mismatch", mismatch): ("parked", f"{key}:payment:T{mismatch}"),
+        ("payment", "channel_only", "SOunknown"): ("parked", f"{key}:payment:TSOunknown"),
+        ("payment", "channel_only", unpaid): ("backfilled", f"order:{unpaid}:paid"),
+        ("refund", "channel_only", refund_matched): ("parked", f"{key}:refund:R9"),
+        ("refund", "ours_only", refund_ours): ("parked", f"{key}:refund:R2"),
+    }
+    line_nos = {i["order_no"]: i["line_no"] for i in result["items"] if i["kind"] == "payment"}
+    assert line_nos == {ours_only: None, mismatch: 3, "SOunknown": 4, unpaid: 5}
+    assert state(runtime, unpaid) == "paid" and sorted(channel.asked) == sorted([ours_only, unpaid])
+    # Clearing now says what the channel's statement says; the differences wait in suspense.
+    after = ledger(runtime)
+    assert after[FUND] == before[FUND] + AMOUNT  # only the confirmed back-fill reached the fund
+    parked = AMOUNT + 500 - AMOUNT + AMOUNT - AMOUNT - 20000 + 40000  # mismatch, unknown, ours-only, refunds
+    assert after.get(SUSPENSE, 0) == parked
+    assert after[CLEARING] == before[CLEARING] + AMOUNT + parked
+
+
+def test_back_fill_posts_under_the_callbacks_key_once(runtime: Runtime) -> None:
+    order_no = new_order(runtime)
+    channel = Channel({order_no: paid_trade(order_no)})
+    reconcile(runtime.sessions, channel.source(), DAY, statement(pay(order_no)))
+    # the late callback afterwards is a duplicate: no second entry
+    with unit_of_work(runtime.sessions) as db:
+        entry = entry_by_key(db, f"order:{order_no}:paid")
+        assert entry is not None
+        assert accounting.mark_paid(db, order_no, amount_fen=AMOUNT).refused is not None
+    assert ledger(runtime) == {CLEARING: AMOUNT, FUND: AMOUNT}
+
+
+@pytest.mark.parametrize(
+    ("answer", "note"),
+    [
+        (None, "channel query failed: ChannelUnavailable"),
+        (ChannelTrade("x", TradeStatus.UNPAID, AMOUNT, raw_state="NOTPAY"), "the channel reports unpaid (NOTPAY)"),
+        (ChannelTrade("x", TradeStatus.PAID, AMOUNT - 1, raw_state="SUCCESS"), "the channel reports paid (SUCCESS)"),
+    ],
+)
+def test_an_unconfirmed_charge_is_parked_not_paid(runtime: Runtime, answer: ChannelTrade | None, note: str) -> None:
+    order_no = new_order(runtime)
+    channel = Channel({order_no: answer} if answer else {}, down=answer is None)
+    done = reconcile(runtime.sessions, channel.source(), DAY, statement(pay(order_no)))
+    (item,) = run_report(runtime, done.run_id)["items"]
+    assert (item["category"], item["resolution"]) == ("channel_only", "parked") and item["note"].startswith(note)
+    assert state(runtime, order_no) == "pending" and channel.asked == [order_no]
+    assert ledger(runtime) == {CLEARING: AMOUNT, SUSPENSE: AMOUNT}
+
+
+def test_without_a_query_everything_is_parked(runtime: Runtime) -> None:
+    order_no = new_order(runtime)
+    done = reconcile(runtime.sessions, StatementSource(CH, parse_lines), DAY, statement(pay(order_no)))
+    (item,) = run_report(runtime, done.run_id)["items"]
+    assert item["resolution"] == "parked" and item["note"] == "no channel query configured"
+    assert state(runtime, order_no) == "pending"
+
+
+def test_ours_only_confirmed_by_the_channel_is_matched_late(runtime: Runtime) -> None:
+    # Paid at 23:59:59 China time on DAY by our clock; the channel booked it just after midnight (next statement).
+    order_no = paid_order(runtime, at=datetime(2026, 11, 27, 23, 59, 59, tzinfo=CHINA))
+    not_today = paid_order(runtime, at=datetime(2026, 11, 28, 0, 0, 0, tzinfo=CHINA))  # the next day: not ours-only
+    channel = Channel({order_no: paid_trade(order_no)})
+    done = reconcile(runtime.sessions, channel.source(), DAY, statement())
+    result = run_report(runtime, done.run_id)
+    assert items(result) == {("payment", "ours_only", order_no): ("matched_late", None)}
+    assert channel.asked == [order_no] and not_today not in str(result)
+    assert ledger(runtime) == {CLEARING: 2 * AMOUNT, FUND: 2 * AMOUNT}  # nothing posted
+    # ... and the next day's statement matches it, whatever day we recorded it.
+    nxt = reconcile(
+        runtime.sessions, channel.source(), DAY + timedelta(days=1), statement(pay(order_no), pay(not_today))
+    )
+    assert run_report(runtime, nxt.run_id)["totals"]["payment"]["matched"]["count"] == 2
+    assert run_report(runtime, nxt.run_id)["items"] == []
+
+
+def test_money_the_inbox_already_holds_is_not_parked_twice(runtime: Runtime) -> None:
+    closed = new_order(runtime)
+    with unit_of_work(runtime.sessions) as db:
+        accounting.close(db, closed)
+    for order_no, amount, tid in (("SOnever", 5000, "T1"), (closed, AMOUNT, "T2")):
+        event = ChannelEvent(CH, f"{tid}:SUCCESS", order_no, tid, "SUCCESS", Kind.PAID, amount, "CNY", {})
+        with unit_of_work(runtime.sessions) as db:
+            inbox.receive(db, event)
+    held = ledger(runtime)
+    assert held == {CLEARING: 5000 + AMOUNT, SUSPENSE: 5000 + AMOUNT}
+    lines = statement(pay("SOnever", 5000, "T1"), pay(closed, AMOUNT, "T2"), pay("SOnever", 5000, "T1"))
+    done = reconcile(runtime.sessions, Channel().source(), DAY, lines)
+    result = run_report(runtime, done.run_id)
+    resolved = sorted((i["order_no"], i["occurrence"], i["resolution"]) for i in result["items"])
+    # The third line charges the unknown order a second time: that money is not held by any callback.
+    assert resolved == [(closed, 1, "held_by_callback"), ("SOnever", 1, "held_by_callback"), ("SOnever", 2, "parked")]
+    assert ledger(runtime) == {CLEARING: 2 * 5000 + AMOUNT, SUSPENSE: 2 * 5000 + AMOUNT}
+    with unit_of_work(runtime.sessions) as db:
+        assert entry_by_key(db, f"recon:{CH}:2026-11-27:payment:T1#2") is not None
+
+
+def test_the_same_file_again_is_the_same_run(runtime: Runtime) -> None:
+    order_no, extra = paid_order(runtime), paid_order(runtime)
+    lines = statement(pay(order_no), pay("SOunknown"))
+    first = reconcile(runtime.sessions, Channel().source(), DAY, lines)
+    entries, after = count(runtime, LedgerEntry), ledger(runtime)
+    again = reconcile(runtime.sessions, Channel().source(), DAY, lines)
+    known = reconcile(runtime.sessions, Channel().source(), DAY, iter(()), digest=file_digest(lines))
+    assert again.run_id == known.run_id == first.run_id and again.reused and known.reused
+    assert count(runtime, ReconRun) == 1 and count(runtime, ReconItem) == 2
+    assert count(runtime, LedgerEntry) == entries and ledger(runtime) == after
+    # A corrected file of the same day is a new run; what was parked stays parked once.
+    fixed = reconcile(runtime.sessions, Channel().source(), DAY, [*lines, b"payment,SOother,T9,1.00,\n"])
+    assert fixed.run_id != first.run_id and not fixed.reused
+    # (the unknown charge and the ours-only `extra` cancel out in suspense: +AMOUNT and -AMOUNT)
+    assert after.get(SUSPENSE, 0) == 0 and ledger(runtime)[SUSPENSE] == 100 and extra
+
+
+def test_an_interrupted_run_resumes_its_resolution(runtime: Runtime) -> None:
+    order_no = new_order(runtime)
+    lines = statement(pay(order_no))
+    flaky = Channel()
+
+    def crash(_order_no: str) -> ChannelTrade:
+        raise RuntimeError("the process dies while asking the channel")
+
+    with pytest.raises(RuntimeError):
+        reconcile(runtime.sessions, StatementSource(CH, parse_lines, crash), DAY, lines)
+    with unit_of_work(runtime.sessions) as db:
+        assert db.scalar(sa.select(ReconRun.status)) == "matched"
+    flaky.trades = {order_no: paid_trade(order_no)}
+    again = reconcile(runtime.sessions, flaky.source(), DAY, lines)
+    assert again.reused and state(runtime, order_no) == "paid"
+    assert run_report(runtime, again.run_id)["status"] == "resolved"
+
+
+@pytest.mark.parametrize(
+    ("bad", "line"),
+    [
+        (b"payment,SOx,Tx,12.345,\n", 3),
+        (b"garbage\n", 3),
+        (b"payment,SOx,Tx,-1.00,\n", 3),
+        (b"refund,SOx,Tx,1.00,\n", 3),
+    ],
+)
+def test_a_malformed_file_is_refused_whole(runtime: Runtime, bad: bytes, line: int) -> None:
+    order_no = paid_order(runtime)
+    before = ledger(runtime)
+    lines = [*statement(pay(order_no)), bad, *statement(pay("SOunknown"))[1:]]
+    with pytest.raises(StatementError) as refused:
+        reconcile(runtime.sessions, Channel().source(), DAY, lines)
+    assert refused.value.line_no == line
+    assert count(runtime, ReconRun) == count(runtime, ReconItem) == 0 and ledger(runtime) == before
+    # the file fixed afterwards imports normally (nothing was left staged)
+    assert reconcile(runtime.sessions, Channel().source(), DAY, statement(pay(order_no))).lines == 1
+
+
+def test_a_day_with_nothing(runtime: Runtime) -> None:
+    paid_order(runtime, at=ON_DAY - timedelta(days=1))
+    done = reconcile(runtime.sessions, Channel().source(), DAY, statement())
+    result = run_report(runtime, done.run_id)
+    assert result["lines"] == 0 and result["items"] == [] and result["status"] == "resolved"
+    assert all(v["count"] == 0 for kind in result["totals"].values() for v in kind.values())
+
+
+def test_refunds_of_another_channel_and_unsucceeded_refunds_are_not_matched(runtime: Runtime) -> None:
+    order_no = paid_order(runtime)
+    with unit_of_work(runtime.sessions) as db:
+        accounting.request_refund(db, order_no, "RQ", 1000)  # requested, not confirmed: not ours for this day
+    done = reconcile(runtime.sessions, Channel().source(), DAY, statement(pay(order_no), ref(order_no, "RQ", 1000)))
+    result = run_report(runtime, done.run_id)
+    assert items(result) == {("refund", "channel_only", order_no): ("parked", f"recon:{CH}:2026-11-27:refund:RQ")}
+
+
+def test_thousands_of_lines(runtime: Runtime) -> None:
+    n = 4000
+    rows = [
+        {
+            "order_no": f"SO{i:024d}",
+            "payer_kind": "citizen",
+            "payer": "s1",
+            "insured_ssn": "110105199003072813",
+            "insurance_type": "pension",
+            "periods": ["2025"],
+            "amount_fen": AMOUNT,
+            "region": "110000",
+            "channel": CH,
+            "state": "paid",
+            "refund_reserved_fen": 0,
+            "refunded_fen": 0,
+            "paid_at": ON_DAY,
+        }
+        for i in range(n)
+    ]
+    with unit_of_work(runtime.sessions) as db:
+        db.execute(sa.insert(PaymentOrder), rows)
+    lines = statement(*(pay(f"SO{i:024d}", AMOUNT + (1 if i == 77 else 0)) for i in range(n) if i != 1234))
+    done = reconcile(runtime.sessions, StatementSource(CH, parse_lines), DAY, lines, batch=500)
+    result = run_report(runtime, done.run_id)
+    assert result["lines"] == n - 1
+    assert result["totals"]["payment"]["matched"]["count"] == n - 2
+    assert {(i["category"], i["order_no"], i["line_no"]) for i in result["items"]} == {
+        ("amount_mismatch", f"SO{77:024d}", 79),
+        ("ours_only", f"SO{1234:024d}", None),
+    }
