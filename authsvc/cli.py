@@ -230,6 +230,16 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_payments_review(args: argparse.Namespace) -> int:
+    from payments.callbacks.review import pending_review
+
+    with _admin() as (_, session):
+        report = pending_review(session, channel=args.channel, limit=args.limit)
+    print(json.dumps(report, ensure_ascii=False, indent=2))
+    # Exit 1 while anything waits for a person, so that monitoring keeps asking until it is resolved.
+    return 1 if report["totals"] else 0
+
+
 def cmd_payments_check_ledger(_args: argparse.Namespace) -> int:
     from payments.ledger.check import check
 
@@ -238,6 +248,21 @@ def cmd_payments_check_ledger(_args: argparse.Namespace) -> int:
     print(json.dumps(report.as_dict(), indent=2))
     # Exit 1 on a discrepancy, so that cron or monitoring raises it the next morning.
     return 0 if report.ok else 1
+
+
+def cmd_payments_withholding(args: argparse.Namespace) -> int:
+    from payments.withholding import commands
+
+    return commands.run(args, _admin)
+
+
+def cmd_payments_sweep(args: argparse.Namespace) -> int:
+    from payments.recovery.sweep import channels_for, run
+
+    with _admin() as (runtime, _):
+        report = run(runtime, channels_for(runtime), batch=args.batch)
+    print(json.dumps(report.as_dict(), indent=2))
+    return 0
 
 
 def _count(low: int, high: int) -> Callable[[str], int]:
@@ -435,8 +460,33 @@ def build_parser() -> argparse.ArgumentParser:
         pay,
         "check-ledger",
         cmd_payments_check_ledger,
-        "prove that the ledger's debits equal its credits, overall and in every entry; prints JSON, exit 1 if not",
+        "prove that the ledger's debits equal its credits, overall and in every entry, and that every order's state "
+        "agrees with its entries; prints JSON, exit 1 if not",
     )
+    from payments.withholding.commands import add_parsers as add_withholding_parsers
+
+    add_withholding_parsers(pay, add, cmd_payments_withholding)
+    p = add(
+        pay,
+        "review",
+        cmd_payments_review,
+        "list the callbacks held for review (another amount, unknown order, conflict with the order's state) with "
+        "counts per channel; prints JSON, exit 1 while any is waiting",
+    )
+    p.add_argument("--channel", help="only this channel")
+    p.add_argument("--limit", type=_count(1, 10000), default=100, help="newest rows shown (default 100)")
+    p = add(
+        pay,
+        "sweep",
+        cmd_payments_sweep,
+        "ask the channels about orders whose callback has not come and about requested refunds, close orders past "
+        "their expiry (at the channel first); prints the counts as JSON (schedule it with cron, every minute)",
+    )
+    p.add_argument("--batch", type=_count(1, 10000), default=100, help="orders and refunds per pass (default 100)")
+
+    from keys.channel_keys import add_commands as add_channel_key_commands
+
+    add_channel_key_commands(sub, add)
 
     cl = sub.add_parser("client", help="OAuth clients (portals, back ends, resource servers)").add_subparsers(
         dest="cl", required=True

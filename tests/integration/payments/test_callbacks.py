@@ -29,6 +29,7 @@ from payments.ledger.check import check
 from payments.ledger.service import balances
 from payments.orders import accounting, repository
 from payments.orders.domain import InsuranceType, OrderSpec, PayerKind, Tier, TierTable, validate
+from tests.integration.test_cli import run as run_cli
 from tests.unit.payments_channels.test_alipay import APP_ID, bare_public, notify_body, resign
 from tests.unit.payments_channels.test_wechatpay import APIV3_KEY, CERT_SERIAL, PUB_KEY_ID, TRANSACTION, encrypt
 from tests.unit.payments_channels.test_wechatpay import headers as wx_headers
@@ -421,3 +422,29 @@ def test_a_charge_through_another_channel_is_not_applied(service: TestClient, ru
     assert service.post(WX, content=body, headers=h).status_code == 204
     assert state(runtime, order_no)[0] == "pending"
     assert inbox(runtime) == [("wechatpay", order_no, "conflict")]
+
+
+# --- review ----------------------------------------------------------------------------------------------------
+
+
+def test_review_lists_what_waits_for_a_person(
+    service: TestClient, cli_env: Runtime, signers: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_cli(capsys, "payments", "review")[0] == 0  # nothing waits: monitoring stays quiet
+    held_order, paid_order = new_order(cli_env, "wechatpay"), new_order(cli_env, "wechatpay")
+    for headers, body in (
+        wx_delivery(signers, held_order, total=AMOUNT + 1, transaction_id="4200000000000000000000000001"),
+        wx_delivery(signers, "NO-SUCH-ORDER-1", transaction_id="4200000000000000000000000002"),
+        wx_delivery(signers, paid_order, transaction_id="4200000000000000000000000003"),
+    ):
+        assert service.post(WX, content=body, headers=headers).status_code == 204
+    code, out, _ = run_cli(capsys, "payments", "review")
+    report = json.loads(out)
+    assert code == 1
+    assert report["totals"] == [
+        {"channel": "wechatpay", "outcome": "held_amount_mismatch", "callbacks": 1, "amount_fen": AMOUNT + 1},
+        {"channel": "wechatpay", "outcome": "unknown_order", "callbacks": 1, "amount_fen": AMOUNT},
+    ]
+    assert {row["order_ref"] for row in report["callbacks"]} == {held_order, "NO-SUCH-ORDER-1"}
+    assert all("payload" not in row for row in report["callbacks"])
+    assert run_cli(capsys, "payments", "review", "--channel", "alipay")[0] == 0
