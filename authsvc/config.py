@@ -59,6 +59,35 @@ class Settings(BaseSettings):
     refund_approval_above_fen: Annotated[int, Field(ge=0, le=10**12)] = 500_000
     # How long a payment order may stay unpaid before it is closed (at its channel first, payments/recovery/).
     payment_order_ttl: Annotated[int, Field(ge=300, le=7 * 86400)] = 2 * 3600
+    # Payment channels this deployment runs (payments/channels/setup.py), comma-separated from: wechatpay, alipay,
+    # bank, card, withholding. Their keys live in keys/ (`authsvc channel-keys`); notify URLs are issuer-based.
+    payment_channels: str = ""
+    payment_http_timeout: Annotated[float, Field(ge=1, le=60)] = 10.0
+    wechatpay_mchid: str = ""
+    wechatpay_appid: str = ""
+    wechatpay_base_url: str = "https://api.mch.weixin.qq.com"
+    alipay_app_id: str = ""
+    alipay_gateway_url: str = "https://openapi.alipay.com/gateway.do"
+    bank_merchant_id: str = ""
+    bank_base_url: str = ""  # the bank gateway; the card account and withholding use it too
+
+    @field_validator("payment_channels")
+    @classmethod
+    def _payment_channels(cls, value: str) -> str:
+        known = ("wechatpay", "alipay", "bank", "card", "withholding")
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        unknown = [n for n in names if n not in known]
+        if unknown or len(set(names)) != len(names):
+            raise ValueError(f"must be distinct names from: {', '.join(known)}")
+        return ",".join(names)
+
+    @field_validator("wechatpay_base_url", "alipay_gateway_url", "bank_base_url")
+    @classmethod
+    def _channel_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if value and (parts.scheme not in ("https", "http") or not parts.netloc or parts.fragment):
+            raise ValueError("must be an http(s) URL")
+        return value
 
     @field_validator("issuer")
     @classmethod

@@ -11,6 +11,11 @@ from payments.callbacks.models import PaymentCallback
 from payments.ledger.models import LedgerAccount, LedgerEntry, LedgerPosting
 from payments.orders.models import PaymentOrder, PaymentRefund
 from payments.reconciliation.models import ReconItem, ReconRun  # noqa: F401 - registered for migrations
+from payments.withholding.models import (  # noqa: F401 - registered for migrations
+    WithholdingAgreement,
+    WithholdingBatch,
+    WithholdingLine,
+)
 
 metadata = Base.metadata
 

@@ -22,10 +22,6 @@ REQUIRED_ACR = ACR_CARD_PIN
 _CARD_NUMBER = re.compile(r"[A-Z0-9]{9}")  # authsvc/registry/models.py: Card.card_number
 
 
-def mask_card(card_number: str) -> str:
-    return f"{card_number[:1]}*****{card_number[-3:]}" if len(card_number) >= 6 else "*****"
-
-
 class CardAccountAdapter(BankAdapter):
     name = NAME
     mode = "card"
