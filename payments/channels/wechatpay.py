@@ -305,10 +305,22 @@ def _require_fen(obj: Mapping[str, Any], name: str, *, required: bool = True, al
         raise ChannelRefusal(RefusalReason.MALFORMED, f"amount.{name} is not an acceptable integer in fen") from None
 
 
+# States in which the query API answers before WeChat Pay has a transaction number (nothing was ever charged).
+_NUMBERLESS = frozenset({"NOTPAY", "CLOSED", "REVOKED", "USERPAYING"})
+
+
 def parse_transaction(
-    plaintext: bytes, *, expected_mchid: str | None = None, expected_appid: str | None = None
+    plaintext: bytes,
+    *,
+    expected_mchid: str | None = None,
+    expected_appid: str | None = None,
+    queried: bool = False,
 ) -> Transaction:
-    """The decrypted resource of a TRANSACTION.* notification, refused unless every field we rely on is sound."""
+    """The decrypted resource of a TRANSACTION.* notification, refused unless every field we rely on is sound.
+
+    `queried`: the body of the query API instead, where an order nobody has paid has no transaction_id yet (it is
+    then ""); a notification always has one.
+    """
     obj = _load_json_object(plaintext, "transaction")
     mchid = _require_str(obj, "mchid", max_len=32)
     appid = _require_str(obj, "appid", max_len=32)
@@ -317,8 +329,9 @@ def parse_transaction(
     if expected_appid is not None and appid != expected_appid:
         raise ChannelRefusal(RefusalReason.MISMATCH, "transaction appid is not ours")
     out_trade_no = _require_str(obj, "out_trade_no", max_len=32)
-    transaction_id = _require_str(obj, "transaction_id", max_len=32)
-    if not _OUT_TRADE_NO.fullmatch(out_trade_no) or not _TRANSACTION_ID.fullmatch(transaction_id):
+    numberless = queried and "transaction_id" not in obj and obj.get("trade_state") in _NUMBERLESS
+    transaction_id = "" if numberless else _require_str(obj, "transaction_id", max_len=32)
+    if not _OUT_TRADE_NO.fullmatch(out_trade_no) or not (numberless or _TRANSACTION_ID.fullmatch(transaction_id)):
         raise ChannelRefusal(RefusalReason.MALFORMED, "out_trade_no or transaction_id malformed")
     try:
         state = TradeState(_require_str(obj, "trade_state", max_len=32))
@@ -387,6 +400,111 @@ def read_payment_callback(
     return PaymentEvent(
         event_id=notification.id, event_type=notification.event_type, nonce=verified.nonce, transaction=transaction
     )
+
+
+# --- refunds: the refund notification's resource and the refund API's answer ----------------------------------
+
+
+class RefundState(StrEnum):
+    SUCCESS = "SUCCESS"
+    CLOSED = "CLOSED"
+    PROCESSING = "PROCESSING"
+    ABNORMAL = "ABNORMAL"
+
+
+_REFUND_EVENTS = {"REFUND.SUCCESS", "REFUND.ABNORMAL", "REFUND.CLOSED"}
+_OUT_REFUND_NO = re.compile(r"[0-9A-Za-z_\-*|@]{1,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class Refund:
+    """A WeChat Pay refund as the REFUND.* notification or the refund API describes it. Amounts in fen."""
+
+    out_trade_no: str
+    out_refund_no: str
+    refund_id: str
+    transaction_id: str
+    state: RefundState
+    refund_fen: int
+    total_fen: int
+    success_time: datetime | None
+
+
+def parse_refund(
+    plaintext: bytes, *, expected_mchid: str | None = None, status_field: str = "refund_status"
+) -> Refund:
+    """A refund notification's decrypted resource (`refund_status`) or the refund API's body (`status`)."""
+    obj = _load_json_object(plaintext, "refund")
+    if expected_mchid is not None and "mchid" in obj and obj.get("mchid") != expected_mchid:
+        raise ChannelRefusal(RefusalReason.MISMATCH, "refund mchid is not ours")
+    out_trade_no = _require_str(obj, "out_trade_no", max_len=32)
+    out_refund_no = _require_str(obj, "out_refund_no", max_len=64)
+    refund_id = _require_str(obj, "refund_id", max_len=32)
+    transaction_id = _require_str(obj, "transaction_id", max_len=32)
+    if not (
+        _OUT_TRADE_NO.fullmatch(out_trade_no)
+        and _OUT_REFUND_NO.fullmatch(out_refund_no)
+        and _TRANSACTION_ID.fullmatch(refund_id)
+        and _TRANSACTION_ID.fullmatch(transaction_id)
+    ):
+        raise ChannelRefusal(RefusalReason.MALFORMED, "refund numbers malformed")
+    try:
+        state = RefundState(_require_str(obj, status_field, max_len=32))
+    except ValueError:
+        raise ChannelRefusal(RefusalReason.UNSUPPORTED, f"unknown {status_field}") from None
+    amount = _require_obj(obj, "amount")
+    refund = _require_fen(amount, "refund")
+    total = _require_fen(amount, "total")
+    assert refund is not None and total is not None
+    if refund > total:
+        raise ChannelRefusal(RefusalReason.MALFORMED, "amount.refund exceeds amount.total")
+    if amount.get("currency", "CNY") != "CNY":
+        raise ChannelRefusal(RefusalReason.UNSUPPORTED, "currency is not CNY")
+    success_time = None
+    if obj.get("success_time"):
+        success_time = _parse_rfc3339(_require_str(obj, "success_time"), "success_time")
+    return Refund(out_trade_no, out_refund_no, refund_id, transaction_id, state, refund, total, success_time)
+
+
+def is_refund_event(event_type: str) -> bool:
+    return event_type in _REFUND_EVENTS
+
+
+def is_out_trade_no(value: str) -> bool:
+    """WeChat Pay's merchant order number alphabet (6-32 of digits, letters and _-*|): safe in a URL path."""
+    return _OUT_TRADE_NO.fullmatch(value) is not None
+
+
+# --- signing as WeChat Pay does (the sandbox's side of responses and callbacks) ---------------------------------
+
+
+def platform_signature_headers(
+    private_key: rsa.RSAPrivateKey, serial: str, body: bytes, *, timestamp: int, nonce: str
+) -> dict[str, str]:
+    """The Wechatpay-* headers WeChat Pay puts on every API answer and callback, signed with a platform key."""
+    signature = private_key.sign(signed_message(str(timestamp), nonce, body), padding.PKCS1v15(), hashes.SHA256())
+    return {
+        "Wechatpay-Timestamp": str(timestamp),
+        "Wechatpay-Nonce": nonce,
+        "Wechatpay-Signature": base64.b64encode(signature).decode("ascii"),
+        "Wechatpay-Serial": serial,
+        "Wechatpay-Signature-Type": AUTH_SCHEME,
+    }
+
+
+def encrypt_resource(
+    plaintext: bytes, apiv3_key: bytes, *, nonce: str, associated_data: str, original_type: str
+) -> dict[str, str]:
+    """A notification resource (or an encrypted platform certificate) as WeChat Pay builds it: AEAD_AES_256_GCM
+    under the APIv3 key, ciphertext||tag in base64."""
+    sealed = AESGCM(apiv3_key).encrypt(nonce.encode("ascii"), plaintext, associated_data.encode("utf-8"))
+    return {
+        "original_type": original_type,
+        "algorithm": "AEAD_AES_256_GCM",
+        "ciphertext": base64.b64encode(sealed).decode("ascii"),
+        "associated_data": associated_data,
+        "nonce": nonce,
+    }
 
 
 # --- acknowledgements --------------------------------------------------------------------------------------------
