@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 from sqlalchemy.orm import Session
@@ -240,6 +240,63 @@ def cmd_payments_review(args: argparse.Namespace) -> int:
     return 1 if report["totals"] else 0
 
 
+def cmd_payments_reconcile(args: argparse.Namespace) -> int:
+    from payments.channels.base import ChannelDeclined, ChannelUnavailable, StatementError
+    from payments.reconciliation import sources
+    from payments.reconciliation.service import reconcile, report
+    from payments.reconciliation.staging import file_digest
+
+    runtime = _runtime()
+    try:
+        prepare(runtime, migrate=False)
+        with sources.source_for(runtime, args.channel) as (source, adapter):
+            if args.file:
+                with open(args.file, "rb") as data:  # read twice: the digest first finds a file imported before
+                    digest = file_digest(data)
+                with open(args.file, "rb") as data:
+                    done = reconcile(runtime.sessions, source, args.date, data, digest=digest)
+            elif adapter is None:
+                raise CommandError(f"channel {args.channel} is not configured: give the statement with --file")
+            else:
+                try:
+                    statement = adapter.fetch_statement(args.date)
+                except (ChannelUnavailable, ChannelDeclined) as exc:
+                    raise CommandError(f"the {args.channel} statement of {args.date}: {exc}") from None
+                done = reconcile(runtime.sessions, source, args.date, statement.splitlines(keepends=True))
+        with unit_of_work(runtime.sessions) as session:
+            result = report(session, done.run_id, limit=args.limit) or {}
+    except sources.UnknownChannel as exc:
+        raise CommandError(str(exc)) from None
+    except StatementError as exc:
+        # Refused whole: nothing of the file was imported.
+        print(json.dumps({"error": "statement_refused", "line": exc.line_no, "message": str(exc)}, ensure_ascii=False))
+        return 2
+    finally:
+        runtime.close()
+    result["reused"] = done.reused
+    result["seconds"] = {"stage": done.stage_seconds, "match": done.match_seconds, "resolve": done.resolve_seconds}
+    print(json.dumps(result, ensure_ascii=False, indent=2))
+    # Exit 1 while anything is parked for review, so that the morning's cron run raises it.
+    return 1 if any(key.endswith(":parked") for key in result["resolutions"]) else 0
+
+
+def cmd_payments_reconcile_report(args: argparse.Namespace) -> int:
+    from payments.reconciliation.service import latest_run, report
+
+    with _admin() as (_, session):
+        run_id = args.run
+        if run_id is None:
+            if not (args.channel and args.date):
+                raise CommandError("give --run, or --channel and --date")
+            run = latest_run(session, args.channel, args.date)
+            run_id = run.id if run is not None else None
+        result = report(session, run_id, limit=args.limit) if run_id is not None else None
+    if result is None:
+        raise CommandError("no such reconciliation run")
+    print(json.dumps(result, ensure_ascii=False, indent=2))
+    return 0
+
+
 def cmd_payments_check_ledger(_args: argparse.Namespace) -> int:
     from payments.ledger.check import check
 
@@ -456,6 +513,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=_count(1, 10000), default=1000, help="rows per statement (default 1000)")
 
     pay = sub.add_parser("payments", help="contribution payments").add_subparsers(dest="pay", required=True)
+    p = add(
+        pay,
+        "reconcile",
+        cmd_payments_reconcile,
+        "import a channel's daily statement, match it against orders and refunds, resolve what the channel confirms "
+        "and park the rest in suspense; the same file again returns its run; prints the report as JSON, exit 1 while "
+        "anything is parked, 2 if the file is refused",
+    )
+    p.add_argument("--channel", required=True)
+    p.add_argument("--date", required=True, type=date.fromisoformat, help="the statement's day (YYYY-MM-DD)")
+    p.add_argument("--file", help="the statement file (default: fetch it from the channel)")
+    p.add_argument("--limit", type=_count(0, 1000000), default=100, help="discrepancies listed (default 100)")
+    p = add(pay, "reconcile-report", cmd_payments_reconcile_report, "print a reconciliation run as JSON")
+    p.add_argument("--run", type=_count(1, 2**62), help="run id (default: the latest run of --channel and --date)")
+    p.add_argument("--channel")
+    p.add_argument("--date", type=date.fromisoformat)
+    p.add_argument("--limit", type=_count(0, 1000000), default=1000, help="discrepancies listed (default 1000)")
     add(
         pay,
         "check-ledger",

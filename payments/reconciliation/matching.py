@@ -7,8 +7,9 @@ Our side for a channel and a day (China time, the channels' statement day):
 
 A payment line matches the order of its `order_no` (whatever day we recorded it: a payment just before midnight may
 reach us the next day) when that order is ours for this channel, paid, of the same amount; a refund line matches our
-refund of its `refund_no` the same way. The second line for one reference is never a match (the channel moved the
-money twice). What does not match becomes an item of the run; matched lines are only counted.
+refund of its `refund_no` the same way (requested or succeeded: the statement lists what the channel accepted). The
+second line for one reference is never a match (the channel moved the money twice). What does not match becomes an
+item of the run; matched lines are only counted.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ from payments.reconciliation.staging import stage
 
 CHINA = timezone(timedelta(hours=8), "CST")  # the channels' statement day; China keeps no daylight saving
 PAID_STATES = (State.PAID.value, State.PARTIALLY_REFUNDED.value, State.REFUNDED.value)
+# A refund line matches a refund we sent and the channel has not refused: a statement lists refunds the channel
+# accepted that day, which we may learn succeeded only later (a timing difference, not money to park).
+ACCEPTED_REFUNDS = ("requested", "succeeded")
 KINDS = ("payment", "refund")
 
 orders = PaymentOrder.__table__
@@ -107,7 +111,7 @@ def _classified_refunds(channel: str) -> Any:
             or_(
                 refunds.c.id.is_(None),
                 orders.c.channel != channel,
-                refunds.c.state != "succeeded",
+                refunds.c.state.not_in(ACCEPTED_REFUNDS),
                 lines.c.occurrence > 1,
             ),
             Category.CHANNEL_ONLY.value,

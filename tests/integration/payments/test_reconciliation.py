@@ -4,12 +4,15 @@ statement of some thousands of lines. The ledger check stays balanced throughout
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from authsvc.cli import main
 from authsvc.database import unit_of_work
 from authsvc.runtime import Runtime
 from payments.callbacks import inbox
@@ -349,13 +352,20 @@ def test_a_day_with_nothing(runtime: Runtime) -> None:
     assert all(v["count"] == 0 for kind in result["totals"].values() for v in kind.values())
 
 
-def test_refunds_of_another_channel_and_unsucceeded_refunds_are_not_matched(runtime: Runtime) -> None:
-    order_no = paid_order(runtime)
+def test_refund_lines_match_refunds_in_flight_but_not_failed_or_another_channels(runtime: Runtime) -> None:
+    order_no, other = paid_order(runtime), new_order(runtime, channel="alipay")
     with unit_of_work(runtime.sessions) as db:
-        accounting.request_refund(db, order_no, "RQ", 1000)  # requested, not confirmed: not ours for this day
-    done = reconcile(runtime.sessions, Channel().source(), DAY, statement(pay(order_no), ref(order_no, "RQ", 1000)))
+        accounting.request_refund(db, order_no, "RQ", 1000)  # sent, success not heard yet: a timing difference
+        accounting.request_refund(db, order_no, "RF", 2000)
+        accounting.refund_failed(db, "RF")
+    lines = statement(pay(order_no), ref(order_no, "RQ", 1000), ref(order_no, "RF", 2000), pay(other))
+    done = reconcile(runtime.sessions, Channel().source(), DAY, lines)
     result = run_report(runtime, done.run_id)
-    assert items(result) == {("refund", "channel_only", order_no): ("parked", f"recon:{CH}:2026-11-27:refund:RQ")}
+    assert result["totals"]["refund"]["matched"]["count"] == 1
+    assert items(result) == {
+        ("refund", "channel_only", order_no): ("parked", f"recon:{CH}:2026-11-27:refund:RF"),
+        ("payment", "channel_only", other): ("parked", f"recon:{CH}:2026-11-27:payment:T{other}"),
+    }
 
 
 def test_thousands_of_lines(runtime: Runtime) -> None:
@@ -389,3 +399,60 @@ def test_thousands_of_lines(runtime: Runtime) -> None:
         ("amount_mismatch", f"SO{77:024d}", 79),
         ("ours_only", f"SO{1234:024d}", None),
     }
+
+
+# --- the commands, with a WeChat Pay trade bill ----------------------------------------------------------------------
+
+
+def wechat_bill(path: Path, rows: list[tuple[str, int]]) -> None:
+    from payments.channels.wechatpay_bill import BillRow, render
+
+    bill = render(BillRow(ON_DAY, f"42000{i:023d}", order_no, amount) for i, (order_no, amount) in enumerate(rows))
+    path.write_bytes(b"".join(bill))
+
+
+def test_reconcile_command_with_a_wechat_bill(
+    cli_env: Runtime, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runtime = cli_env
+    matched, missing = paid_order(runtime), paid_order(runtime)
+    bill = tmp_path / "bill.csv"
+    wechat_bill(bill, [(matched, AMOUNT), ("SOunknown", 2500)])
+    argv = ["payments", "reconcile", "--channel", CH, "--date", "2026-11-27", "--file", str(bill)]
+    assert main(argv) == 1  # parked items wait for review
+    out = json.loads(capsys.readouterr().out)
+    assert out["lines"] == 2 and not out["reused"] and out["totals"]["payment"]["matched"]["count"] == 1
+    assert {(i["category"], i["order_no"], i["line_no"]) for i in out["items"]} == {
+        ("channel_only", "SOunknown", 3),  # line 1 is the header
+        ("ours_only", missing, None),
+    }
+    # no channel configured: nothing is asked, everything is parked (an unknown order needs no query anyway)
+    assert {(i["order_no"], i["resolution"], i["note"]) for i in out["items"]} == {
+        ("SOunknown", "parked", None),
+        (missing, "parked", "no channel query configured"),
+    }
+    assert main(argv) == 1
+    again = json.loads(capsys.readouterr().out)
+    assert again["reused"] and again["run_id"] == out["run_id"]
+    assert main(["payments", "reconcile-report", "--channel", CH, "--date", "2026-11-27"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["run_id"] == out["run_id"] and shown["items"] == out["items"]
+    assert main(["payments", "reconcile-report", "--run", str(out["run_id"] + 1)]) == 1
+    assert ledger(runtime)[SUSPENSE] == 2500 - AMOUNT
+
+
+def test_reconcile_command_refuses_a_bad_bill_whole(
+    cli_env: Runtime, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    order_no = paid_order(cli_env)
+    bill = tmp_path / "bill.csv"
+    wechat_bill(bill, [(order_no, AMOUNT), ("SOother", 100)])
+    lines = bill.read_bytes().splitlines(keepends=True)
+    lines[2] = lines[2].replace(b"`1.00,", b"`1.0,", 1)  # the second detail line's amount
+    bill.write_bytes(b"".join(lines))
+    argv = ["payments", "reconcile", "--channel", CH, "--date", "2026-11-27", "--file", str(bill)]
+    assert main(argv) == 2
+    out = json.loads(capsys.readouterr().out)
+    assert out["error"] == "statement_refused" and out["line"] == 3
+    assert count(cli_env, ReconRun) == 0 and count(cli_env, ReconItem) == 0
+    assert main(["payments", "reconcile", "--channel", "nowhere", "--date", "2026-11-27", "--file", str(bill)]) == 1
