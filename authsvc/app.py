@@ -56,16 +56,21 @@ class ServerTiming:
 
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Every worker runs the back-channel logout delivery loop; they share the outbox (authsvc/oidc/backchannel.py)."""
+    """Every worker runs the back-channel logout delivery loop; they share the outbox (authsvc/oidc/backchannel.py).
+    With SSCARD_PAYMENT_SWEEP_INTERVAL set, every worker also runs the payments recovery sweep (payments/recovery/)."""
     from authsvc.oidc.backchannel import delivery_loop
+    from payments.channels.registry import current
+    from payments.recovery.loop import sweep_loop
 
     stop = asyncio.Event()
-    task = asyncio.create_task(delivery_loop(app.state.runtime, stop))
+    tasks = [asyncio.create_task(delivery_loop(app.state.runtime, stop))]
+    if app.state.runtime.settings.payment_sweep_interval:
+        tasks.append(asyncio.create_task(sweep_loop(app.state.runtime, lambda: current(app), stop)))
     try:
         yield
     finally:
         stop.set()
-        await task
+        await asyncio.gather(*tasks)
 
 
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:

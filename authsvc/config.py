@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     refund_approval_above_fen: Annotated[int, Field(ge=0, le=10**12)] = 500_000
     # How long a payment order may stay unpaid before it is closed (at its channel first, payments/recovery/).
     payment_order_ttl: Annotated[int, Field(ge=300, le=7 * 86400)] = 2 * 3600
+    # The recovery sweep in every worker every this many seconds; 0 (default): off, run `authsvc payments sweep`
+    # from cron instead.
+    payment_sweep_interval: Annotated[int, Field(ge=0, le=3600)] = 0
+    # The operator's contribution tiers, a JSON or TOML file (docs/payments.md); unset: the built-in table, which
+    # serves the embedded default and tests only. Read and validated at start.
+    payment_tiers: Path | None = None
     # Payment channels this deployment runs (payments/channels/setup.py), comma-separated from: wechatpay, alipay,
     # bank, card, withholding. Their keys live in keys/ (`authsvc channel-keys`); notify URLs are issuer-based.
     payment_channels: str = ""
@@ -114,6 +120,20 @@ class Settings(BaseSettings):
     def _redis_url(cls, value: str) -> str:
         if urlsplit(value).scheme not in ("memory", "redis", "rediss"):
             raise ValueError("must be memory:// (in-process) or a redis:// or rediss:// URL")
+        return value
+
+    @field_validator("payment_tiers")
+    @classmethod
+    def _payment_tiers(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        from payments.orders.domain import OrderError
+        from payments.orders.service import configured_tiers
+
+        try:
+            configured_tiers(value)  # read once here, so a bad file stops the start with its problem named
+        except OrderError as exc:
+            raise ValueError(str(exc)) from None
         return value
 
     @field_validator("kek")

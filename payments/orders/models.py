@@ -3,14 +3,17 @@ ledger entry of the change in the same unit of work."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import JSON, BigInteger, Boolean, CheckConstraint, ForeignKey, Integer, String, false
+from sqlalchemy import JSON, BigInteger, Boolean, CheckConstraint, ForeignKey, Index, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from authsvc.database import Base, UTCDateTime, utcnow
 
 ID = BigInteger().with_variant(Integer, "sqlite")
+
+# An order's first channel query (payments/recovery/), if no callback settled it by then.
+FIRST_CHECK_AFTER = timedelta(minutes=1)
 
 
 class PaymentOrder(Base):
@@ -18,6 +21,8 @@ class PaymentOrder(Base):
     __table_args__ = (
         CheckConstraint("amount_fen > 0", name="amount_positive"),
         CheckConstraint("refund_reserved_fen >= refunded_fen AND refund_reserved_fen <= amount_fen", name="refunds"),
+        # The sweep's scan: created and pending orders whose check is due, oldest due first.
+        Index("ix_payment_orders_due", "state", "next_check_at"),
     )
 
     id: Mapped[int] = mapped_column(ID, primary_key=True)
@@ -44,6 +49,12 @@ class PaymentOrder(Base):
     # (a worker died between the commit and keeping the response). NULL for orders created without a key.
     idempotency_key: Mapped[str | None] = mapped_column(String(64), index=True, unique=True)
     idempotency_body: Mapped[str | None] = mapped_column(String(64))
+    # The recovery sweep (payments/recovery/) asks the channel about a created or pending order when next_check_at
+    # comes, backing off by check_attempts, so a charge whose callback never came is found; past its expiry
+    # (created_at + SSCARD_PAYMENT_ORDER_TTL, as the channel was told) it closes the order, at the channel first.
+    # NULL: nothing more to ask (a charge held for review).
+    next_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=lambda: utcnow() + FIRST_CHECK_AFTER)
+    check_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     def __repr__(self) -> str:  # the default repr would print the SSN
         return f"PaymentOrder({self.order_no} {self.state} {self.amount_fen} fen)"
