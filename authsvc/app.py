@@ -27,6 +27,7 @@ from authsvc.oidc.userinfo import router as userinfo_router
 from authsvc.runtime import Runtime
 from payments.api.orders import router as payments_orders_router
 from payments.callbacks.endpoints import router as payments_callbacks_router
+from payments.channels.setup import install_channels
 from payments.refunds.endpoints import router as payments_refunds_router
 
 
@@ -97,6 +98,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         payments_refunds_router,
     ):
         app.include_router(router)
+    # The payment channels the operator enabled, built with their keys from keys/ (payments/channels/setup.py).
+    install_channels(app, runtime)
 
     @app.get("/healthz", tags=["ops"])
     def health(rt: RuntimeDep) -> JSONResponse:
