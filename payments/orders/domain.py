@@ -78,29 +78,66 @@ class TierTable:
     tiers: Mapping[tuple[InsuranceType, str, int], Tier] = field(default_factory=dict)
 
     @classmethod
-    def from_config(cls, rows: Sequence[Mapping[str, object]]) -> TierTable:
+    def from_config(cls, rows: object) -> TierTable:
         """From configuration rows such as {"type": "pension", "region": "110000", "year": 2025, "monthly": false,
-        "choices_fen": [30000, 50000]} or {..., "monthly": true, "low_fen": 1000, "high_fen": 90000}."""
+        "choices_fen": [30000, 50000]} or {..., "monthly": true, "low_fen": 1000, "high_fen": 90000}. Strict, since
+        it is the operator's file: unknown keys, strings for numbers, floats and repeated rows are refused, and the
+        message names the row and the field."""
+        if not isinstance(rows, Sequence) or isinstance(rows, str | bytes) or not rows:
+            raise OrderError("contribution tiers: a non-empty list of rows")
         tiers: dict[tuple[InsuranceType, str, int], Tier] = {}
         for number, row in enumerate(rows, 1):
             try:
-                key = (InsuranceType(str(row["type"])), str(row["region"]), int(str(row["year"])))
-                choices = row.get("choices_fen") or []
-                tier = Tier(
-                    monthly=bool(row.get("monthly", False)),
-                    choices=frozenset(choices),  # type: ignore[arg-type]
-                    low=row.get("low_fen"),  # type: ignore[arg-type]
-                    high=row.get("high_fen"),  # type: ignore[arg-type]
-                )
-            except (KeyError, ValueError, TypeError) as exc:
+                key, tier = _tier_row(row)
+            except (ValueError, TypeError) as exc:  # OrderError (a bad Tier) is a ValueError too
                 raise OrderError(f"contribution tier row {number}: {exc}") from None
-            if not _REGION.fullmatch(key[1]) or key in tiers:
-                raise OrderError(f"contribution tier row {number}: bad or repeated region/year")
+            if key in tiers:
+                raise OrderError(f"contribution tier row {number}: repeated {key[0]} {key[1]} {key[2]}")
             tiers[key] = tier
         return cls(tiers)
 
     def tier(self, insurance_type: InsuranceType, region: str, year: int) -> Tier | None:
         return self.tiers.get((insurance_type, region, year))
+
+
+_TIER_KEYS = frozenset({"type", "region", "year", "monthly", "choices_fen", "low_fen", "high_fen"})
+
+
+def _fen_field(row: Mapping[str, object], name: str) -> int | None:
+    value = row.get(name)
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+        raise ValueError(f"{name} must be a whole number of fen")
+    return value
+
+
+def _tier_row(row: object) -> tuple[tuple[InsuranceType, str, int], Tier]:
+    if not isinstance(row, Mapping):
+        raise TypeError("a row is an object of type, region, year and amounts")
+    unknown = set(row) - _TIER_KEYS
+    if unknown:
+        raise ValueError(f"unknown field {sorted(str(k)[:32] for k in unknown)[0]!r}")
+    missing = [name for name in ("type", "region", "year") if name not in row]
+    if missing:
+        raise ValueError(f"missing field {missing[0]!r}")
+    try:
+        insurance_type = InsuranceType(row["type"])
+    except ValueError:
+        raise ValueError(f"unknown insurance type {str(row['type'])[:32]!r}") from None
+    region, year, monthly = row["region"], row["year"], row.get("monthly", False)
+    if not isinstance(region, str) or not _REGION.fullmatch(region):
+        raise ValueError("region must be a 6-digit administrative division code")
+    if not isinstance(year, int) or isinstance(year, bool) or not _YEAR.fullmatch(str(year)):
+        raise ValueError("year must be a whole number such as 2026")
+    if not isinstance(monthly, bool):
+        raise ValueError("monthly must be true or false")
+    choices = row.get("choices_fen", [])
+    if not isinstance(choices, list) or ("choices_fen" in row and not choices):
+        raise ValueError("choices_fen must be a non-empty list of fen")
+    for amount in choices:
+        if not isinstance(amount, int) or isinstance(amount, bool):
+            raise ValueError("choices_fen must be whole numbers of fen")
+    tier = Tier(monthly, frozenset(choices), _fen_field(row, "low_fen"), _fen_field(row, "high_fen"))
+    return (insurance_type, region, year), tier
 
 
 @dataclass(frozen=True)

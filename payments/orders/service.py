@@ -9,8 +9,12 @@ so a subject can never match a client id by accident.
 
 from __future__ import annotations
 
+import functools
+import json
+import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -26,8 +30,8 @@ from payments.orders.domain import InsuranceType, OrderError, OrderSpec, PayerKi
 from payments.orders.models import PaymentOrder
 from payments.orders.states import State
 
-# Until tiers come from the operator's configuration: the residents' pension grades (yearly) and the employers'
-# monthly ranges for two regions, 2025 and 2026. Amounts in fen.
+# The embedded default's table (demo and tests), used only while SSCARD_PAYMENT_TIERS is unset: the residents'
+# pension grades (yearly) and the employers' monthly ranges for two regions, 2025 and 2026. Amounts in fen.
 DEFAULT_TIER_CONFIG: list[dict[str, object]] = [
     row
     for region in ("110000", "310000")
@@ -45,6 +49,46 @@ DEFAULT_TIER_CONFIG: list[dict[str, object]] = [
     )
 ]
 DEFAULT_TIERS = TierTable.from_config(DEFAULT_TIER_CONFIG)
+TIER_FORMATS = {".json": "JSON", ".toml": "TOML"}
+
+
+def load_tiers(path: Path) -> TierTable:
+    """The operator's tier file (SSCARD_PAYMENT_TIERS): JSON (a list of rows, or {"tiers": [...]}) or TOML
+    (`[[tiers]]` tables), by its suffix, in the shape TierTable.from_config takes. OrderError names the problem."""
+    kind = TIER_FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise OrderError(f"contribution tiers: {path.name} is neither .json nor .toml")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OrderError(f"contribution tiers: cannot read {path}: {exc}") from None
+    try:
+        loads = tomllib.loads if kind == "TOML" else json.loads
+        doc: Any = loads(text, parse_float=_no_float)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise OrderError(f"contribution tiers: {path.name} is not valid {kind}: {exc}") from None
+    if isinstance(doc, Mapping):
+        if set(doc) != {"tiers"}:
+            raise OrderError('contribution tiers: the file holds one key, "tiers", with the list of rows')
+        doc = doc["tiers"]
+    return TierTable.from_config(doc)
+
+
+def _no_float(text: str) -> int:
+    # A float in a money file has already lost the amount (and 2025.0 is not a year): refused, like parse_yuan does.
+    raise ValueError(f"{text[:32]} is not a whole number")
+
+
+@functools.cache
+def _cached_tiers(path: Path) -> TierTable:
+    return load_tiers(path)
+
+
+def configured_tiers(tier_file: Path | None) -> TierTable:
+    """The tiers orders are held to: the operator's file (SSCARD_PAYMENT_TIERS, read once per process; a change
+    needs a restart, as any setting does) or, unset, the built-in table."""
+    return DEFAULT_TIERS if tier_file is None else _cached_tiers(tier_file.resolve())
+
 
 MAX_LIST = 100
 _FIELDS = frozenset({"payer_kind", "insured_ssn", "insurance_type", "periods", "amount_fen", "region", "channel"})
