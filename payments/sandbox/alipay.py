@@ -160,6 +160,7 @@ class AlipaySandbox:
         self.trades: dict[str, _Trade] = {}
         self.deliveries: list[Delivery] = []
         self.calls: list[str] = []  # every gateway method called, faults included, in order
+        self.requests: list[dict[str, str]] = []  # their parameters as received (signed, so no secrets)
         self._faults: collections.deque[GatewayFault] = collections.deque()
         self._bills: dict[str, bytes] = {}
         self._bill_fault: BillFault | None = None
@@ -228,6 +229,7 @@ class AlipaySandbox:
         method = params.get("method", "")
         with self._lock:
             self.calls.append(method)
+            self.requests.append(params)
             fault = self._faults.popleft() if self._faults else None
         if fault is GatewayFault.HTTP_500:
             return Response(content=b"Internal Server Error", status_code=500, media_type="text/plain")
@@ -283,7 +285,7 @@ class AlipaySandbox:
             raise _Answer("40002", "isv.invalid-app-id", "无效的AppID参数")
         if params["sign_type"] != "RSA2":
             raise _Answer("40002", "isv.invalid-signature-type", "无效的签名类型")
-        if params["charset"].lower() != "utf-8" or params.get("format", "JSON") != "JSON":
+        if params["charset"].lower() != "utf-8" or params.get("format", "JSON").upper() != "JSON":
             raise _Answer("40002", "isv.invalid-charset", "字符集或格式错误")
         if not ali.verify_request(params, self._app_public_key):
             raise _Answer("40002", "isv.invalid-signature", "验签出错")
