@@ -120,8 +120,10 @@ def _time(text: str, line_no: int, last: list[object]) -> datetime:
 def _fields(text: str, line_no: int) -> list[str]:
     if '"' not in text:
         return text.split(",")
+    # Not strict: Alipay's tab after a text field follows the closing quote too. An unbalanced quote swallows the
+    # rest of the line, which the field count then refuses.
     try:
-        return next(csv.reader([text], strict=True))
+        return next(csv.reader([text]))
     except (csv.Error, StopIteration):
         raise StatementError(line_no, "badly quoted field") from None
 
@@ -134,7 +136,7 @@ def parse(lines: Iterable[bytes]) -> Iterator[StatementLine]:
     in_footer = False
     counts = {LineKind.PAYMENT: 0, LineKind.REFUND: 0}
     sums = {LineKind.PAYMENT: 0, LineKind.REFUND: 0}
-    totals: dict[LineKind, tuple[int, int]] = {}
+    totals: dict[LineKind, tuple[int, int, int]] = {}  # count, fen, the line saying so
     last_time: list[object] = [None, None]
     line_no = 0
     for line_no, raw in enumerate(lines, 1):
@@ -200,18 +202,18 @@ def parse(lines: Iterable[bytes]) -> Iterator[StatementLine]:
         raise StatementError(end, "no column header: not an Alipay trade bill")
     if LineKind.PAYMENT not in totals:
         raise StatementError(end, "no #交易合计 line: the file is incomplete")
-    totals.setdefault(LineKind.REFUND, (0, 0))
+    totals.setdefault(LineKind.REFUND, (0, 0, end))
     for kind, word in ((LineKind.PAYMENT, "交易合计"), (LineKind.REFUND, "退款合计")):
-        if totals[kind] != (counts[kind], sums[kind]):
-            count, total = totals[kind]
+        count, total, said_at = totals[kind]
+        if (count, total) != (counts[kind], sums[kind]):
             raise StatementError(
-                end,
+                said_at,
                 f"#{word} says {count} lines, {format_yuan(total)} yuan; the rows hold {counts[kind]} lines,"
                 f" {format_yuan(sums[kind])} yuan",
             )
 
 
-def _read_total(text: str, line_no: int, totals: dict[LineKind, tuple[int, int]]) -> None:
+def _read_total(text: str, line_no: int, totals: dict[LineKind, tuple[int, int, int]]) -> None:
     for kind, pattern in ((LineKind.PAYMENT, _PAYMENT_TOTAL), (LineKind.REFUND, _REFUND_TOTAL)):
         match = pattern.match(text)
         if match is None:
@@ -221,7 +223,7 @@ def _read_total(text: str, line_no: int, totals: dict[LineKind, tuple[int, int]]
         amount = _yuan(match.group(2), line_no, "the total") if match.group(2) not in ("0.00", "-0.00") else 0
         if (kind is LineKind.PAYMENT and amount < 0) or (kind is LineKind.REFUND and amount > 0):
             raise StatementError(line_no, "a total of the wrong sign")
-        totals[kind] = (int(match.group(1)), abs(amount))
+        totals[kind] = (int(match.group(1)), abs(amount), line_no)
 
 
 # --- rendering (the sandbox's bills, benchmarks) ---------------------------------------------------------------
