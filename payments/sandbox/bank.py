@@ -422,6 +422,7 @@ class BankSandbox:
         if mode not in ("redirect", "card") or req.get("currency") != "CNY":
             raise _Declined("INVALID_REQUEST", "mode or currency")
         notify_url = req.get("notify_url") if isinstance(req.get("notify_url"), str) else ""
+        charged = False
         with self._lock:
             existing = self.payments.get(order_no)
             if existing is not None:
@@ -439,7 +440,11 @@ class BankSandbox:
                     if refused:
                         raise _Declined(refused, "the card account was not charged")
                     payment.status, payment.paid_at = bank.PaymentState.PAID, self._now()
+                    charged = True
                 self.payments[order_no] = payment
+        if charged:
+            # Like any payment, a card charge is also notified: the synchronous answer may be lost on the way.
+            self._notify_payment(payment)
         answer = self._payment_answer(payment)
         if mode == "redirect":
             answer["pay_url"] = f"https://bank.example/pay/{payment.trade_no}"
