@@ -6,11 +6,16 @@ recovered by query, delivered out of order, refunds)."""
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -37,6 +42,7 @@ from payments.orders import accounting, repository
 from payments.orders.domain import InsuranceType, OrderSpec, PayerKind, Tier, TierTable, validate
 from payments.sandbox.bank import BankSandbox
 from payments.withholding.adapter import WithholdingAdapter
+from tests.fixtures.service import free_port
 
 MERCHANT = "M100001"
 NOW = 1_795_000_000  # 2026-11-18T11:06:40Z: the clock of the service and of the sandbox in these tests
@@ -380,3 +386,39 @@ def test_acknowledgement_bodies_are_exact(service: Bank, client: TestClient) -> 
     assert json.loads(service.adapter.acknowledge().body) == {"code": "OK"}
     failed = service.adapter.acknowledge(failed=True)
     assert (failed.status, failed.body) == (500, b'{"code":"RETRY"}')
+
+
+# --- over a real socket ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def live_bank() -> Iterator[tuple[Bank, str]]:
+    """The sandbox served by uvicorn on a free port, as `python -m payments.sandbox.bank` runs it."""
+    env = make_bank()
+    received: list[bytes] = []
+    env.sandbox.sender = lambda url, headers, body: received.append(body) or 200
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(env.sandbox.app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "sandbox did not start"
+        time.sleep(0.02)
+    yield env, f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_over_a_real_socket(live_bank: tuple[Bank, str]) -> None:
+    env, url = live_bank
+    with httpx.Client(base_url=url, timeout=5) as client:
+        adapter = BankAdapter(env.config, client)
+        assert adapter.create_payment(env.order_ref("P1")).method == "redirect"
+        env.sandbox.pay("P1")
+        assert adapter.query_payment("P1").status is TradeStatus.PAID
+        env.sandbox.faults.timeout = True  # served for real, the simulated timeout is a 500
+        with pytest.raises(ChannelUnavailable):
+            adapter.query_payment("P1")
+    with httpx.Client(base_url="http://127.0.0.1:9", timeout=1) as nowhere, pytest.raises(ChannelUnavailable):
+        BankAdapter(env.config, nowhere).query_payment("P1")
