@@ -83,7 +83,7 @@ class Trade:
     description: str
     amount_fen: int  # what the order asked
     notify_url: str
-    time_expire: str
+    time_expire: str | None
     code_url: str
     state: str = "NOTPAY"
     transaction_id: str | None = None
@@ -529,7 +529,7 @@ class WechatPaySandbox:
             and 0 < len(description) <= 127
             and isinstance(notify_url, str)
             and notify_url.startswith(("https://", "http://"))
-            and isinstance(time_expire, str)
+            and isinstance(time_expire, str | None)  # optional: WeChat Pay's default is two hours
             and type(total) is int
             and total >= 1
             and isinstance(amount, dict)
@@ -735,7 +735,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=("public_key", "certificate"), default="public_key")
     args = parser.parse_args(argv)
     sandbox = WechatPaySandbox(mode=args.mode)
-    json.dump({**sandbox.describe(), "api_base": f"http://{args.host}:{args.port}"}, sys.stdout, indent=2)
+    # One line of JSON first, so that a script (or a test) can read it before the server starts answering.
+    json.dump({**sandbox.describe(), "api_base": f"http://{args.host}:{args.port}"}, sys.stdout)
     sys.stdout.write("\n")
     sys.stdout.flush()
     import uvicorn
