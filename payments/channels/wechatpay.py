@@ -470,6 +470,11 @@ def is_refund_event(event_type: str) -> bool:
     return event_type in _REFUND_EVENTS
 
 
+def is_out_refund_no(value: str) -> bool:
+    """WeChat Pay's merchant refund number alphabet (1-64 of digits, letters and _-*|@): safe in a URL path."""
+    return _OUT_REFUND_NO.fullmatch(value) is not None
+
+
 def is_out_trade_no(value: str) -> bool:
     """WeChat Pay's merchant order number alphabet (6-32 of digits, letters and _-*|): safe in a URL path."""
     return _OUT_TRADE_NO.fullmatch(value) is not None

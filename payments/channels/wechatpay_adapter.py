@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -101,6 +102,7 @@ _REFUND_EVENT_STATE = {
 _RETRYABLE = frozenset({"SYSTEM_ERROR", "SYSTEMERROR", "FREQUENCY_LIMITED", "BANK_ERROR", "RULE_LIMIT"})
 _NOT_FOUND = frozenset({"ORDER_NOT_EXIST", "ORDERNOTEXIST", "RESOURCE_NOT_EXISTS"})
 _PAID = frozenset({"ORDER_PAID", "ORDERPAID"})
+_SHA1_HEX = re.compile(r"[0-9a-fA-F]{40}")
 
 
 @dataclass(frozen=True)
@@ -370,7 +372,7 @@ class WechatPayAdapter:
         return _refund_status(refund)
 
     def query_refund(self, order_no: str, refund_no: str) -> RefundStatus:
-        if not refund_no or "/" in refund_no or "?" in refund_no:
+        if not wx.is_out_refund_no(refund_no):  # it goes into a URL path
             raise ValueError("refund_no is not a WeChat Pay out_refund_no")
         refund = self._refund_answer(self._call("GET", f"/v3/refund/domestic/refunds/{refund_no}"), order_no)
         if refund.out_refund_no != refund_no:
@@ -390,8 +392,10 @@ class WechatPayAdapter:
         merchant, _ = self._api()
         obj = _json(self._call("GET", f"/v3/bill/tradebill?bill_date={day.isoformat()}&bill_type=ALL"))
         hash_type, hash_value, url = obj.get("hash_type"), obj.get("hash_value"), obj.get("download_url")
-        if hash_type != "SHA1" or not isinstance(hash_value, str) or not isinstance(url, str):
-            raise ChannelUnavailable("WeChat Pay's bill answer lacks a SHA1 hash or a download_url")
+        if hash_type != "SHA1" or not isinstance(hash_value, str) or not _SHA1_HEX.fullmatch(hash_value):
+            raise ChannelUnavailable("WeChat Pay's bill answer lacks a SHA1 hash")
+        if not isinstance(url, str):
+            raise ChannelUnavailable("WeChat Pay's bill answer lacks a download_url")
         # The download is signed with our key too: it may only go to WeChat Pay's own origin, never elsewhere.
         own, given = urlsplit(merchant.api_base), urlsplit(url)
         if (given.scheme, given.netloc) != (own.scheme, own.netloc) or not given.path.startswith("/v3/billdownload/"):

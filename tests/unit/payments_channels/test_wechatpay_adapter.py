@@ -176,6 +176,9 @@ def test_order_numbers_outside_wechats_alphabet_never_reach_a_url(adapter: Wecha
     for bad in ("../../v3/x", "SO1?mchid=1", "abc"):
         with pytest.raises(ValueError):
             adapter.query_payment(bad)
+    for bad in ("RF/../x", "RF1?x=1", ""):
+        with pytest.raises(ValueError):
+            adapter.query_refund(ORDER, bad)
 
 
 # --- query ---------------------------------------------------------------------------------------------------------
@@ -549,15 +552,22 @@ def test_a_bill_not_made_yet_is_declined(adapter: WechatPayAdapter) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["https://evil.example/v3/billdownload/file?token=x", "http://testserver/v3/pay/transactions/native"]
+    "changes",
+    [
+        {"download_url": "https://evil.example/v3/billdownload/file?token=x"},  # our signed GET sent elsewhere
+        {"download_url": "http://testserver/v3/pay/transactions/native"},
+        {"download_url": None},
+        {"hash_type": "SM3"},
+        {"hash_value": "é" * 40},
+        {"hash_value": None},
+    ],
 )
-def test_a_download_url_off_the_api_is_never_followed(
-    adapter: WechatPayAdapter, sandbox: WechatPaySandbox, monkeypatch: pytest.MonkeyPatch, url: str
+def test_a_bill_answer_we_cannot_check_is_never_followed(
+    adapter: WechatPayAdapter, sandbox: WechatPaySandbox, monkeypatch: pytest.MonkeyPatch, changes: dict
 ) -> None:
-    # A signed answer pointing our signed download elsewhere: refused before any request goes there.
     day = _bill_day(sandbox, adapter)
     original = sandbox._tradebill
-    monkeypatch.setattr(sandbox, "_tradebill", lambda request, req: {**original(request, req), "download_url": url})
+    monkeypatch.setattr(sandbox, "_tradebill", lambda request, req: {**original(request, req), **changes})
     sandbox.app = sandbox._build_app()
     adapter._http = TestClient(sandbox.app)
     with pytest.raises(ChannelUnavailable):
