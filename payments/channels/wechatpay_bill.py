@@ -79,28 +79,35 @@ def _fields(text: str, count: int, line_no: int) -> list[str]:
     return text[1:].split(",`")
 
 
-def _fen(text: str, line_no: int, name: str, *, signed: bool = False) -> int:
-    if text == "0.00":  # most amount fields of most lines
-        return 0
+# Valid amount texts seen recently and their fen: a bill repeats a few amounts (contribution tiers, fees, "0.00")
+# on most of its lines. Bounded, and only ever holding what _parse_amount accepted.
+_AMOUNTS: dict[str, int] = {"0.00": 0}
+_AMOUNTS_MAX = 4096
+
+
+def _parse_amount(text: str, line_no: int, name: str) -> int:
     match = _YUAN.fullmatch(text)
     if match is None:
         raise StatementError(line_no, f"{name} is not a yuan amount with two decimals")
     sign, whole, cents = match.groups()
     fen = int(whole) * 100 + int(cents)
     if sign:
-        if not signed or fen == 0:
-            raise StatementError(line_no, f"{name} may not be negative")
+        if fen == 0:
+            raise StatementError(line_no, f"{name} is a signed zero")
         fen = -fen
     return fen
 
 
-def _time(text: str, line_no: int) -> datetime:
-    if _TIME_SHAPE.fullmatch(text) is None:
-        raise StatementError(line_no, "交易时间 is not yyyy-MM-dd HH:mm:ss")
-    try:
-        return datetime.fromisoformat(text).replace(tzinfo=CHINA)
-    except ValueError:
-        raise StatementError(line_no, "交易时间 is not a valid time") from None
+def _fen(text: str, line_no: int, name: str, *, signed: bool = False) -> int:
+    fen = _AMOUNTS.get(text)
+    if fen is None:
+        fen = _parse_amount(text, line_no, name)
+        if len(_AMOUNTS) >= _AMOUNTS_MAX:
+            _AMOUNTS.clear()
+        _AMOUNTS[text] = fen
+    if fen < 0 and not signed:
+        raise StatementError(line_no, f"{name} may not be negative")
+    return fen
 
 
 @dataclass(slots=True)
@@ -112,10 +119,25 @@ class _Totals:
     fee: int = 0
     order: int = 0
     refund_asked: int = 0
+    time_text: str = ""  # the last 交易时间 read and its value
+    time: datetime = datetime.min
+
+
+def _time(text: str, line_no: int, totals: _Totals) -> datetime:
+    if text == totals.time_text:  # a busy bill has many lines in the same second
+        return totals.time
+    if _TIME_SHAPE.fullmatch(text) is None:
+        raise StatementError(line_no, "交易时间 is not yyyy-MM-dd HH:mm:ss")
+    try:
+        at = datetime.fromisoformat(text).replace(tzinfo=CHINA)
+    except ValueError:
+        raise StatementError(line_no, "交易时间 is not a valid time") from None
+    totals.time_text, totals.time = text, at
+    return at
 
 
 def _detail(f: list[str], line_no: int, totals: _Totals) -> StatementLine:
-    occurred_at = _time(f[_TIME], line_no)
+    occurred_at = _time(f[_TIME], line_no, totals)
     transaction_id, out_trade_no = f[_TRANSACTION_ID], f[_OUT_TRADE_NO]
     if _TRADE_NO.fullmatch(transaction_id) is None or _TRADE_NO.fullmatch(out_trade_no) is None:
         raise StatementError(line_no, "微信订单号 or 商户订单号 missing or malformed")
