@@ -318,7 +318,7 @@ def _members(text: str) -> list[tuple[str, int, int]]:
                 raise ResponseError("a member has no value")
             start = ws.match(text, pos + 1).end()  # type: ignore[union-attr]
             _, end = decoder.raw_decode(text, start)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # RecursionError: nesting deeper than the decoder goes
             raise ResponseError("the response is not JSON") from None
         members.append((name, start, end))
         pos = ws.match(text, end).end()  # type: ignore[union-attr]

@@ -194,7 +194,7 @@ class AlipayAdapter:
         if code == SUCCESS:
             return result
         sub_msg = str(result.get("sub_msg") or result.get("msg") or "")
-        if code == SYSTEM_ERROR or sub_code in _RETRYABLE or code.startswith("5"):
+        if code == SYSTEM_ERROR or sub_code in _RETRYABLE:
             raise ChannelUnavailable(f"alipay {method}: {code} {sub_code}")
         raise ChannelDeclined(sub_code or code, sub_msg)
 

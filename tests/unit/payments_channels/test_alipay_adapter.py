@@ -5,6 +5,7 @@ alipay-sdk-python talking to the sandbox (the SDK signs requests our sandbox ver
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import zipfile
@@ -15,6 +16,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from payments.channels import alipay as ali
 from payments.channels.alipay_adapter import AlipayAdapter, AlipayConfig, _detail_csv
@@ -661,11 +664,32 @@ def test_the_exact_text_is_verified_not_a_reserialisation(alipay_key: rsa.RSAPri
         b'{"alipay_trade_query_response" {"code":"10000"},"sign":"QUJD"}',
         b"\xff\xfe",
         b"{" + b" " * (2 * 1024 * 1024) + b"}",
+        b'{"alipay_trade_query_response":' + b"[" * 100_000 + b"]" * 100_000 + b',"sign":"QUJD"}',
     ],
 )
 def test_malformed_or_unsigned_answers_are_refused(alipay_key: rsa.RSAPrivateKey, body: bytes) -> None:
     with pytest.raises(ali.ResponseError):
         ali.verify_response(body, METHOD, alipay_key.public_key())
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.builds(
+            lambda inner, sign: f'{{"alipay_trade_query_response":{inner},"sign":{sign}}}'.encode(),
+            st.text(alphabet='{}[]",:0123456789abc \\u', max_size=40),
+            st.text(alphabet='"QUJD=\\', max_size=12),
+        ),
+    )
+)
+def test_fuzz_answers_only_response_errors(body: bytes) -> None:
+    key = _FUZZ_KEY.public_key()
+    with contextlib.suppress(ali.ResponseError):
+        ali.verify_response(body, METHOD, key)
+
+
+_FUZZ_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
 def test_a_signed_array_is_refused(alipay_key: rsa.RSAPrivateKey) -> None:
