@@ -195,24 +195,16 @@ def _between(column: Any, start: datetime, end: datetime) -> ColumnElement[bool]
 
 
 def match(db: Session, run_id: int, channel: str, day: date) -> dict[str, dict[str, dict[str, int]]]:
-    """Write the run's items (every discrepancy) and return the counts and sums per kind and category."""
-    totals = {kind: {c.value: {"count": 0, "statement_fen": 0, "ours_fen": 0} for c in Category} for kind in KINDS}
-    sources = [
+    """Write the run's items (every discrepancy) and return the counts and sums per kind and category.
+
+    One join over the statement: only discrepancies are written, and the matched totals are what the whole
+    statement holds less the discrepancies that came from its lines (a matched line's two amounts are equal)."""
+    for source in (
         _classified_payments(channel),
         _classified_refunds(channel),
         _ours_only_payments(channel, day).subquery("op"),
         _ours_only_refunds(channel, day).subquery("or_"),
-    ]
-    for source in sources:
-        aggregate = select(
-            source.c.kind,
-            source.c.category,
-            func.count(),
-            func.coalesce(func.sum(source.c.statement_fen), 0),
-            func.coalesce(func.sum(source.c.ours_fen), 0),
-        ).group_by(source.c.kind, source.c.category)
-        for kind, category, count, statement_fen, ours_fen in db.execute(aggregate):
-            totals[kind][category] = {"count": count, "statement_fen": int(statement_fen), "ours_fen": int(ours_fen)}
+    ):
         items = select(
             literal(run_id),
             source.c.kind,
@@ -228,4 +220,25 @@ def match(db: Session, run_id: int, channel: str, day: date) -> dict[str, dict[s
             literal(Resolution.OPEN.value),
         ).where(source.c.category != Category.MATCHED.value)
         db.execute(insert(ReconItem).from_select(_ITEM_COLUMNS, items))
+    totals = {kind: {c.value: {"count": 0, "statement_fen": 0, "ours_fen": 0} for c in Category} for kind in KINDS}
+    discrepancies = select(
+        ReconItem.kind,
+        ReconItem.category,
+        func.count(),
+        func.coalesce(func.sum(ReconItem.statement_fen), 0),
+        func.coalesce(func.sum(ReconItem.ours_fen), 0),
+    ).where(ReconItem.run_id == run_id)
+    for kind, category, count, statement_fen, ours_fen in db.execute(
+        discrepancies.group_by(ReconItem.kind, ReconItem.category)
+    ):
+        totals[kind][category] = {"count": count, "statement_fen": int(statement_fen), "ours_fen": int(ours_fen)}
+    whole = select(stage.c.kind, func.count(), func.coalesce(func.sum(stage.c.amount_fen), 0)).group_by(stage.c.kind)
+    for kind, count, statement_fen in db.execute(whole):
+        from_lines = [totals[kind][c.value] for c in (Category.CHANNEL_ONLY, Category.AMOUNT_MISMATCH)]
+        matched_fen = int(statement_fen) - sum(t["statement_fen"] for t in from_lines)
+        totals[kind][Category.MATCHED.value] = {
+            "count": count - sum(t["count"] for t in from_lines),
+            "statement_fen": matched_fen,
+            "ours_fen": matched_fen,
+        }
     return totals
