@@ -24,10 +24,12 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from authsvc.config import Settings
 from keys.channel_keys import ChannelKeyring, ChannelMaterial
+from keys.sealing import SealError
 from payments.channels import registry
 from payments.channels.base import (
     ChannelAdapter,
@@ -230,7 +232,11 @@ class KeyedAdapter:
         material = self._keyring.get(KEYS_OF[self.name])
         built = self._built
         if built is None or built[0] is not material:
-            built = self._built = (material, self._builder(self._context, material))
+            try:
+                adapters = self._builder(self._context, material)
+            except ValueError as exc:  # the adapter's own checks (an id's shape, a key's size)
+                raise Missing(f"the adapter refused its configuration: {exc}") from None
+            built = self._built = (material, adapters)
         return built[1]
 
     def _current(self) -> ChannelAdapter:
@@ -317,11 +323,13 @@ def build_channels(
         adapter = KeyedAdapter(name, Context(settings, client, sessions, clock), keyring, BUILDERS[name])
         try:
             adapter.adapters()
-        except Missing as exc:
+        except (Missing, SQLAlchemyError, SealError) as exc:
             client.close()
-            left_out[name] = str(exc)
+            left_out[name] = str(exc) if isinstance(exc, Missing) else f"its keys cannot be read ({type(exc).__name__})"
             log.error(
-                "payment channel %s is left out: %s; its callbacks are answered 503 until it is set up", name, exc
+                "payment channel %s is left out: %s; its callbacks are answered 503 until it is set up",
+                name,
+                left_out[name],
             )
             continue
         clients.append(client)

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi.testclient import TestClient
@@ -314,3 +315,16 @@ def test_the_platform_certificate_refresh_through_the_sandbox(service_factory: A
                 clock=lambda: NOW,
             )
     assert ("GET", "/v3/certificates") in sandbox.requests
+
+
+def test_keys_sealed_under_another_kek_leave_the_channel_out_without_a_crash(
+    service_factory: Any, sandbox: WechatPaySandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    make_runtime, _ = service_factory
+    wechat_keys(make_runtime(), sandbox)
+    stranger = make_runtime(payment_channels="wechatpay", kek=Fernet.generate_key().decode())
+    with caplog.at_level(logging.ERROR, logger="sscard.payments.setup"):
+        app = create_app(runtime=stranger)
+    assert registry.current(app).names() == []
+    assert app.state.payment_channel_clients.left_out == {"wechatpay": "its keys cannot be read (SealError)"}
+    assert "wechatpay is left out" in caplog.text
