@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from authsvc.database import utcnow
@@ -136,7 +137,7 @@ def request_refund(
         raise RefundRefused("refund_invalid", f"refund amount: {exc}") from None
     if not isinstance(refund_no, str) or not 0 < len(refund_no) <= 40 or not refund_no.isprintable():
         raise RefundRefused("refund_invalid", "a refund number is 1 to 40 printable characters")
-    order = _locked(db, order_no)
+    order = lock_order(db, order_no)
     existing = repository.refund_by_no(db, refund_no)
     if existing is not None:
         if existing.order_id != order.id or existing.amount_fen != amount_fen:
@@ -245,7 +246,24 @@ def lock_refund(db: Session, refund_no: str) -> tuple[PaymentRefund, PaymentOrde
     refund = repository.refund_by_no(db, refund_no)
     if refund is None:
         raise AccountingError(f"no refund {refund_no!r}")
-    # The order row is the lock for everything about the order, refunds included.
-    order = _locked(db, refund.order.order_no)
+    order = lock_order(db, refund.order.order_no)
     db.refresh(refund)
     return refund, order
+
+
+def lock_order(db: Session, order_no: str) -> PaymentOrder:
+    """The order row, locked until commit and read after the lock: the lock for everything about the order, refunds
+    included. Call it before reading what a refund decision depends on (what is left, the refund's state)."""
+    if db.get_bind().dialect.name == "sqlite":
+        # pysqlite runs SELECTs before a transaction's first write outside any transaction, and FOR UPDATE means
+        # nothing there: a no-op write takes the single writer's lock now, so a concurrent change of this order
+        # waits for our commit and the reads below are current.
+        db.execute(
+            update(PaymentOrder)
+            .where(PaymentOrder.order_no == order_no)
+            .values(order_no=PaymentOrder.order_no)
+            .execution_options(synchronize_session=False)
+        )
+    order = _locked(db, order_no)
+    db.refresh(order)  # the object may have been loaded before the lock (a refund's joined order)
+    return order

@@ -59,9 +59,9 @@ def create(
 ) -> PaymentRefund:
     """Reserve a refund for `operator` (flush; IntegrityError if the key digest belongs to another refund)."""
     # Locked before the policy reads what is already reserved, so two requests cannot both slip under the threshold.
-    order = repository.order_by_no(db, spec.order_no, for_update=True)
-    if order is None:
+    if repository.order_by_no(db, spec.order_no) is None:
         raise Refusal(404, "order_unknown", "no such order")
+    order = accounting.lock_order(db, spec.order_no)
     awaiting = domain.needs_approval(spec.amount_fen, order.refund_reserved_fen, threshold_fen)
     try:
         refund = accounting.request_refund(
