@@ -281,40 +281,47 @@ def test_alipay_callbacks_verify_under_either_public_key_during_a_rotation(
     assert old.kid != new.kid
 
 
-def test_the_platform_certificate_refresh_through_the_sandbox(service_factory: Any, sandbox: WechatPaySandbox) -> None:
+@pytest.mark.parametrize("mode", ["certificate", "public_key", "public_key_unknown"])
+def test_the_platform_certificate_refresh_through_the_sandbox(
+    service_factory: Any, sandbox: WechatPaySandbox, mode: str
+) -> None:
     make_runtime, _ = service_factory
     rt = make_runtime()
     d = sandbox.describe()
     imp(rt, "wechatpay", "merchant-key", d["merchant_private_key_pem"].encode(), d["merchant_serial"])
     imp(rt, "wechatpay", "apiv3-key", d["apiv3_key"].encode())
-    sandbox.mode = "certificate"  # the answer is signed by the certificate it carries: a first download
-    with httpx.Client(transport=Bridge(sandbox.app)) as http:
-        report = ck.refresh_wechatpay_certificates(
+    # "certificate": the answer is signed by the certificate it carries (a first download); "public_key": by the
+    # platform public key we hold; "public_key_unknown": by a PUB_KEY_ID we do not hold, which proves nothing.
+    sandbox.mode = "certificate" if mode == "certificate" else "public_key"
+    if mode == "public_key":
+        imp(rt, "wechatpay", "platform-public-key", d["platform_public_key_pem"].encode(), d["platform_public_key_id"])
+
+    def refresh(http: httpx.Client) -> ck.RefreshReport:
+        return ck.refresh_wechatpay_certificates(
             rt.sessions, rt.sealer, http, base_url="https://api.mch.weixin.qq.com", mchid=d["mchid"], clock=lambda: NOW
         )
-        assert report.added == [f"wxc-{sandbox.certificate_serial}"]
-        assert (
-            ck.refresh_wechatpay_certificates(
-                rt.sessions,
-                rt.sealer,
-                http,
-                base_url="https://api.mch.weixin.qq.com",
-                mchid=d["mchid"],
-                clock=lambda: NOW,
-            ).added
-            == []
-        )
+
+    with httpx.Client(transport=Bridge(sandbox.app)) as http:
+        if mode == "public_key_unknown":
+            with pytest.raises(ck.RefreshError, match="signature does not hold"):
+                refresh(http)
+            assert [k for k in _kids(rt) if k.startswith("wxc-")] == []
+            return
+        assert refresh(http).added == [f"wxc-{sandbox.certificate_serial}"]
+        assert refresh(http).added == []
         sandbox.fail_next(1, "bad_signature")
         with pytest.raises(ck.RefreshError):
-            ck.refresh_wechatpay_certificates(
-                rt.sessions,
-                rt.sealer,
-                http,
-                base_url="https://api.mch.weixin.qq.com",
-                mchid=d["mchid"],
-                clock=lambda: NOW,
-            )
+            refresh(http)
+        sandbox.fail_next(1, "error")
+        with pytest.raises(ck.RefreshError, match="HTTP 500"):
+            refresh(http)
     assert ("GET", "/v3/certificates") in sandbox.requests
+    assert f"wxc-{sandbox.certificate_serial}" in _kids(rt)
+
+
+def _kids(rt: Runtime) -> list[str]:
+    with unit_of_work(rt.sessions) as session:
+        return [k.kid for k in ck.list_keys(session, rt.sealer, "wechatpay")]
 
 
 def test_keys_sealed_under_another_kek_leave_the_channel_out_without_a_crash(
