@@ -56,6 +56,7 @@ _START_MARKER = "#-----------------------------------------业务明细列表---
 _PAYMENT_TOTAL = re.compile(r"#交易合计：(\d+)笔，(?:商家实收|交易金额)共(-?[0-9.]+)元")
 _REFUND_TOTAL = re.compile(r"#退款合计：(\d+)笔，(?:商家实收退款|交易退款金额|退款)共(-?[0-9.]+)元")
 _MAX_LINE = 8192
+_AMOUNT_CACHE = 4096
 # The columns we read, by their header name (fullwidth parentheses as Alipay writes them, ASCII ones accepted).
 _TRADE_NO, _ORDER_NO, _TYPE, _FINISHED, _NET, _REFUND_NO = (
     "支付宝交易号",
@@ -138,6 +139,8 @@ def parse(lines: Iterable[bytes]) -> Iterator[StatementLine]:
     sums = {LineKind.PAYMENT: 0, LineKind.REFUND: 0}
     totals: dict[LineKind, tuple[int, int, int]] = {}  # count, fen, the line saying so
     last_time: list[object] = [None, None]
+    # A day's contributions come in few distinct amounts (the tiers): parsed once each, in a bounded cache.
+    amounts: dict[str, int] = {}
     line_no = 0
     for line_no, raw in enumerate(lines, 1):
         if len(raw) > _MAX_LINE:
@@ -170,7 +173,13 @@ def parse(lines: Iterable[bytes]) -> Iterator[StatementLine]:
         if not trade_no or not order_no or len(trade_no) > 64 or len(order_no) > 64:
             raise StatementError(line_no, "支付宝交易号 or 商户订单号 missing")
         kind_text = fields[i_type].strip()
-        amount = _yuan(fields[i_net].strip(), line_no, "商家实收")
+        net = fields[i_net].strip()
+        amount = amounts.get(net)
+        if amount is None:
+            amount = _yuan(net, line_no, "商家实收")
+            if len(amounts) >= _AMOUNT_CACHE:
+                amounts.clear()
+            amounts[net] = amount
         refund_no: str | None = None
         if kind_text == PAYMENT:
             kind = LineKind.PAYMENT

@@ -262,3 +262,10 @@ def test_memory_stays_flat_over_a_long_file() -> None:
 def test_module_constants_match_the_header() -> None:
     assert len(alipay_bill.HEADER) == FIELD_COUNT
     assert alipay_bill.END_MARKER.startswith("#")
+
+
+def test_many_distinct_amounts_are_each_read() -> None:
+    # More distinct amounts than the parser's bounded amount cache holds.
+    moment = datetime(2026, 11, 28, tzinfo=CHINA_TIME)
+    rows = [BillRow(LineKind.PAYMENT, f"T{i}", f"P{i}", 100 + i, moment, moment) for i in range(5000)]
+    assert [x.amount_fen for x in parse(render(rows))] == [100 + i for i in range(5000)]
