@@ -41,7 +41,7 @@ def test_posts_a_balanced_entry_and_reads_balances(runtime: Runtime) -> None:
         assert balance(db, "clearing:wechatpay") == 1000
         assert balances(db) == {"clearing:wechatpay": 1000, "fund:pension:110000": 700, "refunds:wechatpay": 300}
         assert balance(db, "suspense") == 0
-        assert check(db).ok
+        assert check(db).balanced  # (no orders here: test_ledger_agreement.py checks orders against entries)
 
 
 @pytest.mark.parametrize(
@@ -126,12 +126,12 @@ def test_postgresql_refuses_changes_to_ledger_rows(runtime: Runtime, backend: st
     with pytest.raises(DBAPIError, match="ledger rows are immutable"), runtime.engine.begin() as conn:
         conn.execute(sa.text(statement))
     with unit_of_work(runtime.sessions) as db:
-        assert balance(db, "clearing:wechatpay") == 1000 and check(db).ok
+        assert balance(db, "clearing:wechatpay") == 1000 and check(db).balanced
 
 
 def test_check_finds_unbalanced_and_empty_entries(runtime: Runtime) -> None:
     with unit_of_work(runtime.sessions) as db:
-        post(db, "order:F:paid", "paid", PAID)
+        post(db, "entry:F", "paid", PAID)  # not an order's key: there are no orders here
         # Rows written around post(), as a bug or a hand-made INSERT would: check() must see them.
         account_id = db.scalar(sa.select(LedgerPosting.account_id).limit(1))
         broken = LedgerEntry(key="broken", kind="paid", digest="0" * 64)
@@ -149,7 +149,7 @@ def test_check_finds_unbalanced_and_empty_entries(runtime: Runtime) -> None:
 
 def test_check_ledger_command(cli_env: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
     with unit_of_work(cli_env.sessions) as db:
-        post(db, "order:G:paid", "paid", PAID)
+        post(db, "entry:G", "paid", PAID)  # not an order's key: there are no orders here
     assert main(["payments", "check-ledger"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] is True and report["entries"] == 1 and report["total_debits_fen"] == 1000
