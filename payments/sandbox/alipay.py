@@ -380,17 +380,7 @@ class AlipaySandbox:
             if done.amount_fen != amount:
                 raise _Answer("40004", "ACQ.DISCORDANT_REPEAT_REQUEST", "请求信息不一致")
         else:
-            if trade.status == "TRADE_FINISHED":
-                raise _Answer("40004", "ACQ.TRADE_HAS_FINISHED", "交易已完结")
-            if trade.paid_at is None or trade.status != "TRADE_SUCCESS":
-                raise _Answer("40004", "ACQ.TRADE_STATUS_ERROR", "交易状态不合法")
-            if trade.refunded_fen + amount > trade.total_fen:
-                raise _Answer("40004", "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "退款金额超限")
-            done = trade.refunds[request_no] = _Refund(
-                request_no, amount, self.clock(), str(biz.get("refund_reason", ""))
-            )
-            if trade.refunded_fen == trade.total_fen:
-                trade.status, trade.closed_at = "TRADE_CLOSED", self.clock()
+            done = self._make_refund(trade, request_no, amount, str(biz.get("refund_reason", "")))
             fund_change = "Y"
             if self.notify_refunds:
                 self._after_call.append(lambda: self.refund_notice(trade.out_trade_no, request_no))
@@ -402,6 +392,18 @@ class AlipaySandbox:
             "refund_fee": format_yuan(trade.refunded_fen),
             "gmt_refund_pay": _china(done.at),
         }
+
+    def _make_refund(self, trade: _Trade, request_no: str, amount: int, reason: str) -> _Refund:
+        if trade.status == "TRADE_FINISHED":
+            raise _Answer("40004", "ACQ.TRADE_HAS_FINISHED", "交易已完结")
+        if trade.paid_at is None or trade.status != "TRADE_SUCCESS":
+            raise _Answer("40004", "ACQ.TRADE_STATUS_ERROR", "交易状态不合法")
+        if trade.refunded_fen + amount > trade.total_fen:
+            raise _Answer("40004", "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "退款金额超限")
+        done = trade.refunds[request_no] = _Refund(request_no, amount, self.clock(), reason)
+        if trade.refunded_fen == trade.total_fen:
+            trade.status, trade.closed_at = "TRADE_CLOSED", self.clock()
+        return done
 
     def _refund_query(self, biz: Mapping[str, Any], params: Mapping[str, str]) -> dict[str, Any]:
         trade = self._trade(biz)
@@ -509,6 +511,18 @@ class AlipaySandbox:
                 raise ValueError(f"trade {out_trade_no} is {trade.status}")
             trade.status = "TRADE_FINISHED"
         return [self._deliver(trade.notify_url, self._notify_params(trade, "TRADE_FINISHED"))]
+
+    def refund(self, out_trade_no: str, out_request_no: str, amount_fen: int) -> Delivery:
+        """A refund made at Alipay outside our API (the merchant console), and its notice."""
+        with self._lock:
+            trade = self._known(out_trade_no)
+            if out_request_no in trade.refunds:
+                raise ValueError(f"refund {out_request_no} exists")
+            try:
+                self._make_refund(trade, out_request_no, amount_fen, "商家后台退款")
+            except _Answer as answer:
+                raise ValueError(answer.result["sub_code"]) from None
+        return self.refund_notice(out_trade_no, out_request_no)
 
     def refund_notice(self, out_trade_no: str, out_request_no: str) -> Delivery:
         """The notification Alipay sends after a refund: the trade's state with refund_fee (the total refunded so

@@ -276,6 +276,16 @@ def test_a_refund_that_never_reached_alipay_stays_requested(
     assert state(runtime, order_no)[1] == {"clearing:alipay": AMOUNT - 5000, "fund:pension:110000": AMOUNT - 5000}
 
 
+def test_a_refund_made_at_alipays_console_is_not_ours(
+    runtime: Runtime, adapter: AlipayAdapter, sandbox: AlipaySandbox
+) -> None:
+    order_no = new_order(runtime, adapter)
+    sandbox.pay(order_no)
+    assert sandbox.refund(order_no, "CONSOLE-1", 3000).acknowledged  # recorded for review, nothing applied
+    assert state(runtime, order_no) == ("paid", PAID)
+    assert inbox(runtime)[-1][1] == "unknown_refund"
+
+
 def test_the_days_bill_lists_what_the_ledger_holds(
     client: TestClient, runtime: Runtime, adapter: AlipayAdapter, sandbox: AlipaySandbox
 ) -> None:

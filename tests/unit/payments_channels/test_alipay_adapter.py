@@ -747,3 +747,16 @@ def test_the_sdk_talks_to_the_sandbox(
     response = AlipayTradeQueryResponse()
     response.parse_response_content(sdk_client.DefaultAlipayClient(config).execute(request))
     assert response.sub_code == "isv.invalid-signature"
+
+
+def test_a_refund_made_at_alipay_is_noticed(adapter: AlipayAdapter, sandbox: AlipaySandbox, receiver: Receiver) -> None:
+    paid(adapter, sandbox)
+    delivery = sandbox.refund("P1", "CONSOLE-1", 3000)
+    assert delivery.acknowledged
+    event = adapter.read_callback({}, receiver.bodies[-1], now=NOW).event
+    assert isinstance(event, RefundEvent) and (event.refund_no, event.amount_fen) == ("CONSOLE-1", 3000)
+    assert adapter.query_refund("P1", "CONSOLE-1").amount_fen == 3000
+    with pytest.raises(ValueError, match="exists"):
+        sandbox.refund("P1", "CONSOLE-1", 3000)
+    with pytest.raises(ValueError, match=r"ACQ\.REFUND_AMT_NOT_EQUAL_TOTAL"):
+        sandbox.refund("P1", "CONSOLE-2", 9001)
