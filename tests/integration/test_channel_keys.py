@@ -8,12 +8,15 @@ import base64
 import datetime
 import json
 import secrets
-from collections.abc import Callable
+import socket
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from cryptography import x509
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import hashes, serialization
@@ -32,6 +35,7 @@ from keys.models import KeyRecord
 from keys.sealing import Sealer
 from payments.channels import wechatpay as wx
 from payments.channels.common import ChannelRefusal, RefusalReason
+from payments.sandbox.wechatpay import WechatPaySandbox
 
 NOW = datetime.datetime.now(datetime.UTC)
 APIV3 = b"0123456789abcdefABCDEF0123456789"
@@ -573,23 +577,45 @@ def test_channel_keys_commands(
     assert code == 1 and "SSCARD_WECHATPAY_MCHID" in err
 
 
-def test_refresh_command_against_a_live_fake(
+@pytest.fixture
+def sandbox_over_http() -> Iterator[tuple[WechatPaySandbox, str]]:
+    """The WeChat Pay sandbox served by uvicorn on 127.0.0.1, in this helper's port range (18130-18139)."""
+    sandbox = WechatPaySandbox(mode="certificate")
+    for port in range(18130, 18140):
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) != 0:
+                break
+    else:
+        pytest.fail("no free port in 18130-18139")
+    server = uvicorn.Server(uvicorn.Config(sandbox.app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            pytest.fail("the sandbox did not start")
+        threading.Event().wait(0.02)
+    yield sandbox, f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_refresh_command_against_the_sandbox_over_http(
     cli_env: Runtime,
-    rsa_keys: list[rsa.RSAPrivateKey],
+    sandbox_over_http: tuple[WechatPaySandbox, str],
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    imp(cli_env, "wechatpay", "merchant-key", pem_private(rsa_keys[0]), MERCHANT_SERIAL)
-    imp(cli_env, "wechatpay", "apiv3-key", APIV3)
-    fake = FakeWechatPay(rsa_keys[0])
-    fake.listed = [(certificate(rsa_keys[1], 0x1111), rsa_keys[1])]
-    monkeypatch.setenv("SSCARD_WECHATPAY_MCHID", MCHID)
-    from payments.channels import setup
-
-    real = setup.http_client
-    monkeypatch.setattr(setup, "http_client", lambda url, s, transport=None: real(url, s, httpx.MockTransport(fake)))
+    sandbox, url = sandbox_over_http
+    d = sandbox.describe()
+    imp(cli_env, "wechatpay", "merchant-key", d["merchant_private_key_pem"].encode(), d["merchant_serial"])
+    imp(cli_env, "wechatpay", "apiv3-key", d["apiv3_key"].encode())
+    monkeypatch.setenv("SSCARD_WECHATPAY_MCHID", d["mchid"])
+    monkeypatch.setenv("SSCARD_WECHATPAY_BASE_URL", url)
     code, out, _ = run(capsys, "channel-keys", "refresh-wechatpay-certificates")
-    assert code == 0 and json.loads(out)["added"] == ["wxc-1111"]
-    fake.status = 503
+    assert code == 0 and json.loads(out)["added"] == [f"wxc-{sandbox.certificate_serial}"]
+    assert sandbox.requests == [("GET", "/v3/certificates")]
+    sandbox.fail_next(1, "error")
     code, _, err = run(capsys, "channel-keys", "refresh-wechatpay-certificates")
-    assert code == 1 and "HTTP 503" in err
+    assert code == 1 and "HTTP 500" in err
+    code, out, _ = run(capsys, "channel-keys", "list", "--channel", "wechatpay")
+    assert [k["kind"] for k in json.loads(out)] == ["merchant-key", "apiv3-key", "platform-certificate"]
