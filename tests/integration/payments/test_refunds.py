@@ -2,19 +2,23 @@
 the channel's answers (succeeded, declined, failed, processing, unavailable then a notification), Idempotency-Key,
 and the ledger balanced after each.
 
-The channel is `ScriptedChannel`, an in-test adapter double answering what each test scripts (the sandboxes in
-payments/sandbox/ speak the real wire formats; these tests are about what we do with the answers).
+The channel is mostly `ScriptedChannel`, an in-test adapter double answering what each test scripts (these tests are
+about what we do with the answers); the last test runs the real WeChat Pay adapter against payments/sandbox/ over
+HTTP, its signed refund notification included.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -24,6 +28,7 @@ from payments.channels import registry
 from payments.channels.base import (
     ChannelDeclined,
     ChannelUnavailable,
+    PaymentOrderRef,
     RefundEvent,
     RefundOutcome,
     RefundRequest,
@@ -31,12 +36,14 @@ from payments.channels.base import (
     VerifiedCallback,
 )
 from payments.channels.common import Acknowledgement, ChannelRefusal, RefusalReason
+from payments.channels.wechatpay_adapter import WechatPayAdapter, WechatPayConfig, WechatPayMerchant
 from payments.ledger.check import check
 from payments.ledger.service import balances, entry_by_key
 from payments.orders import accounting, repository
 from payments.orders.domain import InsuranceType, OrderSpec, PayerKind, Tier, TierTable, validate
 from payments.orders.models import PaymentRefund
 from payments.refunds import service
+from payments.sandbox.wechatpay import WechatPaySandbox
 from tests.fixtures.oidc import register_client
 from tests.integration.oauth.flows import authed, code_grant, secret_client
 
@@ -641,4 +648,62 @@ def test_concurrent_approve_and_reject_decide_once(
         assert ledger(runtime) == {CLEARING: 0, FUND: 0, REFUNDS: 0}
     else:
         assert final["state"] == "rejected" and channel.requests == []
+        assert ledger(runtime) == {CLEARING: BIG, FUND: BIG, REFUNDS: 0}
+
+
+# --- end to end through the WeChat Pay sandbox ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("end", "final"), [("SUCCESS", "succeeded"), ("ABNORMAL", "failed")])
+def test_an_approved_refund_through_the_wechatpay_sandbox(
+    client: TestClient, runtime: Runtime, alice: Op, bob: Op, end: str, final: str
+) -> None:
+    """The real adapter over HTTP to the sandbox; the sandbox's signed, encrypted refund notification posted into
+    the service's callback route."""
+    now = 1_795_000_000
+
+    def post_into_the_service(url: str, headers: dict[str, str], body: bytes) -> int:
+        return client.post(urlsplit(url).path, content=body, headers=headers).status_code
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    sandbox = WechatPaySandbox(merchant_private_key=key, clock=lambda: now, sender=post_into_the_service)
+    config = WechatPayConfig(
+        mchid=sandbox.mchid, appid=sandbox.appid, platform_keys=sandbox.platform_keys(), apiv3_key=sandbox.apiv3_key
+    )
+    merchant = WechatPayMerchant(
+        mchid=sandbox.mchid,
+        appid=sandbox.appid,
+        serial_no=sandbox.merchant_serial,
+        private_key=key,
+        notify_url="http://testserver/v1/payments/callbacks/wechatpay",
+        api_base="http://testserver",
+    )
+    adapter = WechatPayAdapter(config, merchant=merchant, http=TestClient(sandbox.app), clock=lambda: now)
+    registry.install(client.app, registry.Channels({"wechatpay": adapter}, clock=lambda: now))  # type: ignore[dict-item]
+
+    spec = OrderSpec(
+        PayerKind.CITIZEN, "payer-1", "110105199003072813", InsuranceType.PENSION, ("2025",), BIG, "110000", "wechatpay"
+    )
+    with unit_of_work(runtime.sessions) as db:
+        order_no = repository.add_order(db, validate(spec, TIERS)).order_no
+        accounting.submit(db, order_no)
+    expires = datetime.datetime.fromtimestamp(now + 1800, datetime.UTC)
+    adapter.create_payment(PaymentOrderRef(order_no, BIG, "城乡居民养老保险", expires, ""))
+    sandbox.pay(order_no)
+    assert order_state(runtime, order_no) == ("paid", 0, 0)
+
+    refund_no = request(client, alice, refund_body(order_no, BIG)).json()["refund_no"]
+    assert refund_no not in sandbox.refunds  # waiting for the second operator
+    approved = decide(client, bob, refund_no, "approve")
+    assert approved.json()["state"] == "requested"  # WeChat Pay answers PROCESSING
+    assert sandbox.refunds[refund_no].amount_fen == BIG
+    sandbox.settle_refund(refund_no, end)
+    assert sandbox.deliveries[-1].status == 204
+    view = get(client, alice, f"{PATH}/{refund_no}").json()
+    assert view["state"] == final and view["channel_refund_no"]
+    if final == "succeeded":
+        assert order_state(runtime, order_no) == ("refunded", BIG, BIG)
+        assert ledger(runtime) == {CLEARING: 0, FUND: 0, REFUNDS: 0}
+    else:
+        assert order_state(runtime, order_no) == ("paid", 0, 0)
         assert ledger(runtime) == {CLEARING: BIG, FUND: BIG, REFUNDS: 0}
