@@ -296,6 +296,7 @@ def import_key(
     now = now or utcnow()
     public: str | None = None
     certificate: str | None = None
+    serial_from_cert: str | None = None
     if kspec.role is Role.SIGN:
         private, algorithm = load_private(data, kspec.key_type)
         public = public_pem(private.public_key())
@@ -313,7 +314,7 @@ def import_key(
             raise ChannelKeyError("the certificate has expired")
         certificate = cert.public_bytes(serialization.Encoding.PEM).decode()
         public = public_pem(cert.public_key())
-        serial = format(cert.serial_number, "X")
+        serial_from_cert = format(cert.serial_number, "X")
         sealed, mark = sealer.seal(b""), fingerprint(cert.public_key())
     else:
         key, algorithm = load_public(data, kspec.key_type)
@@ -321,7 +322,11 @@ def import_key(
         sealed, mark = sealer.seal(b""), fingerprint(key)
     if kspec.serial is not None:
         serial = _normalise_serial(known, serial)
-    elif serial is not None and known is not Kind.PLATFORM_CERTIFICATE:
+    elif known is Kind.PLATFORM_CERTIFICATE:
+        if serial is not None and serial.strip().upper() != serial_from_cert:
+            raise ChannelKeyError("--serial differs from the certificate's own serial number (leave it out)")
+        serial = serial_from_cert
+    elif serial is not None:
         raise ChannelKeyError(f"{known} takes no --serial (its channel does not name it)")
 
     _guard(session, channel)
