@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable
 from datetime import date
 
-from sqlalchemy import select
+from sqlalchemy import false, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from authsvc.database import unit_of_work, utcnow
@@ -31,7 +31,7 @@ from payments.ledger.service import MAX_KEY, KeyReused, credit, debit, entry_by_
 from payments.orders import accounting, repository
 from payments.orders.accounting import AccountingError
 from payments.orders.states import Reason, State
-from payments.reconciliation.models import Category, ReconItem, Resolution
+from payments.reconciliation.models import Category, ReconItem, ReconRun, Resolution
 
 log = logging.getLogger("sscard.payments.reconciliation")
 
@@ -102,7 +102,15 @@ def _resolve_one(sessions: sessionmaker[Session], item_id: int, channel: str, da
             _apply_query(db, item, channel, day, trade, note)
 
 
+def hold_writer(db: Session) -> None:
+    """SQLite: take the database's write lock first (waiting out the busy timeout), so that a read-then-write unit of
+    work never fails on upgrading its read lock while another writer commits. PostgreSQL locks rows instead."""
+    if db.get_bind().dialect.name == "sqlite":
+        db.execute(update(ReconRun).where(false()).values(status=ReconRun.status))
+
+
 def _open_item(db: Session, item_id: int) -> ReconItem | None:
+    hold_writer(db)
     item = db.get(ReconItem, item_id, with_for_update=True)
     return item if item is not None and item.resolution == Resolution.OPEN.value else None
 

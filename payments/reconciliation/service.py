@@ -84,6 +84,7 @@ def reconcile(
     hashing = staging.Digest()
     with unit_of_work(sessions) as db:
         lock(db, f"reconciliation:{channel}:{day.isoformat()}")  # one import of a channel's day at a time
+        resolution.hold_writer(db)
         staging.create(db)
         count = staging.load(db, source.parse(hashing.feed(lines)), batch=batch)
         found = hashing.hexdigest()
@@ -118,6 +119,7 @@ def _resume(sessions: sessionmaker[Session], source: StatementSource, run: Recon
 def _finish(sessions: sessionmaker[Session], source: StatementSource, run_id: int, day: date) -> None:
     resolution.resolve(sessions, run_id, source.channel, day, source.query)
     with unit_of_work(sessions) as db:
+        resolution.hold_writer(db)
         run = db.get(ReconRun, run_id, with_for_update=True)
         assert run is not None
         if run.status != RunStatus.RESOLVED:

@@ -5,6 +5,7 @@ statement of some thousands of lines. The ledger check stays balanced throughout
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -456,3 +457,26 @@ def test_reconcile_command_refuses_a_bad_bill_whole(
     assert out["error"] == "statement_refused" and out["line"] == 3
     assert count(cli_env, ReconRun) == 0 and count(cli_env, ReconItem) == 0
     assert main(["payments", "reconcile", "--channel", "nowhere", "--date", "2026-11-27", "--file", str(bill)]) == 1
+
+
+def test_the_same_file_imported_concurrently_is_one_run(runtime: Runtime) -> None:
+    order_no = new_order(runtime)
+    lines = statement(pay(order_no), pay("SOunknown"))
+    channel = Channel({order_no: paid_trade(order_no)})
+    results: list[int] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            results.append(reconcile(runtime.sessions, channel.source(), DAY, lines).run_id)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(set(results)) == 1 and count(runtime, ReconRun) == 1
+    assert state(runtime, order_no) == "paid"
+    assert ledger(runtime) == {CLEARING: 2 * AMOUNT, FUND: AMOUNT, SUSPENSE: AMOUNT}
