@@ -170,6 +170,9 @@ def send(runtime: Runtime, channels: Channels, refund_no: str) -> None:
     except Exception:  # an adapter's own bug: the outcome is as unknown as after a timeout
         log.exception("refund %s: %s failed; left requested", refund_no, channel)
         return
+    if status.refund_no != refund_no:  # an adapter's bug too: never settle one refund with another's answer
+        log.error("refund %s: %s answered for another refund; left requested", refund_no, channel)
+        return
     _record(runtime, refund_no, lambda db: apply_status(db, refund_no, status))
 
 

@@ -480,13 +480,20 @@ def test_channel_unavailable_then_the_notification(
     assert ledger(runtime) == {CLEARING: 200_000, FUND: 200_000, REFUNDS: 0}
 
 
+def other_refunds_answer(request: RefundRequest) -> RefundStatus:
+    return RefundStatus("RFsomeoneelse", RefundOutcome.SUCCEEDED, request.amount_fen)
+
+
+@pytest.mark.parametrize("answer", [raises(RuntimeError("adapter bug")), other_refunds_answer], ids=["raises", "other"])
 def test_an_adapter_bug_leaves_the_refund_requested(
-    client: TestClient, runtime: Runtime, channel: ScriptedChannel, alice: Op
+    client: TestClient, runtime: Runtime, channel: ScriptedChannel, alice: Op, answer: Answer
 ) -> None:
     order_no = paid_order(runtime)
-    channel.script.append(raises(RuntimeError("adapter bug")))
-    answer = request(client, alice, refund_body(order_no, 100_000))
-    assert answer.status_code == 201 and answer.json()["state"] == "requested"  # committed: not a 500
+    channel.script.append(answer)
+    created = request(client, alice, refund_body(order_no, 100_000))
+    assert created.status_code == 201 and created.json()["state"] == "requested"  # committed: not a 500
+    assert order_state(runtime, order_no) == ("paid", 100_000, 0)
+    assert ledger(runtime) == {CLEARING: SMALL, FUND: 200_000, REFUNDS: 100_000}
 
 
 def test_processing_then_the_recovery_query(

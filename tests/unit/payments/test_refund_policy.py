@@ -132,3 +132,12 @@ def test_repeats_and_contradictions() -> None:
     for action in Action:
         assert verdict(action, BOB, required=False) is Verdict.NOT_PENDING
         assert verdict(action, ALICE, required=False) is Verdict.NOT_PENDING
+
+
+@given(st.dictionaries(st.sampled_from(["reason", "other"]), json_values) | json_values)
+def test_fuzzed_decision_bodies_parse_or_refuse_cleanly(doc: Any) -> None:
+    try:
+        reason = parse_reason(doc)
+    except RefundInvalid:
+        return
+    assert reason and reason == reason.strip() and len(reason) <= 200 and reason.isprintable()
