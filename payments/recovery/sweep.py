@@ -23,7 +23,8 @@ What the channel says decides, never our guess:
 
 A charge the channel confirms is recorded through the callbacks inbox (`payments/callbacks/inbox.py`) as an event of
 its own (`query:<channel trade no>:<state>`), so it is paid, held or reported exactly as a callback would be and
-review finds every charge in one table. Requested refunds are asked about too (`query_refund`).
+review finds every charge in one table. Requested refunds are asked about too (`query_refund`, applied by
+payments/refunds/service.apply_status); one that never had an answer is sent again (`service.send`).
 
 Logs name order and refund numbers only, never the insured person.
 """
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -51,7 +53,6 @@ from payments.channels.base import (
     ChannelUnavailable,
     CloseResult,
     Kind,
-    RefundOutcome,
     TradeStatus,
 )
 from payments.channels.registry import Channels
@@ -59,6 +60,7 @@ from payments.orders import accounting
 from payments.orders.models import PaymentOrder, PaymentRefund
 from payments.orders.states import State
 from payments.recovery import schedule
+from payments.refunds import service as refunds
 
 log = logging.getLogger("sscard.payments.recovery")
 
@@ -89,9 +91,20 @@ class RefundDecision(StrEnum):
     PROCESSING = "processing"
     SETTLED = "settled"  # already settled meanwhile (its notification came first)
     MISMATCH = "mismatch"  # the channel reports another amount: nothing applied, for review
+    CONFLICT = "conflict"  # contradicts what we hold (failed after succeeded): nothing applied, for review
+    RESENT = "resent"  # no answer was ever recorded: sent again (the channel deduplicates), its answer applied
     UNAVAILABLE = "unavailable"
     DECLINED = "declined"
     NO_CHANNEL = "no_channel"
+
+
+# What payments/refunds/service.apply_status did, other than applying the channel's outcome.
+_REFUND_DECISIONS = {
+    refunds.Applied.DUPLICATE: RefundDecision.SETTLED,
+    refunds.Applied.IGNORED: RefundDecision.PROCESSING,
+    refunds.Applied.HELD_AMOUNT_MISMATCH: RefundDecision.MISMATCH,
+    refunds.Applied.CONFLICT: RefundDecision.CONFLICT,
+}
 
 
 @dataclass
@@ -124,16 +137,23 @@ class _Unusable(Exception):
 
 
 def sweep(
-    sessions: sessionmaker[Session], channels: Channels, *, now: datetime, order_ttl: timedelta, batch: int = 100
+    sessions: sessionmaker[Session],
+    channels: Channels,
+    *,
+    now: datetime,
+    order_ttl: timedelta,
+    batch: int = 100,
+    resend_refund: Callable[[str], None] | None = None,
 ) -> SweepReport:
     """One pass: at most `batch` due orders and `batch` requested refunds. `order_ttl` is how long an order may stay
-    unpaid (SSCARD_PAYMENT_ORDER_TTL, the expiry the channel was given at checkout)."""
+    unpaid (SSCARD_PAYMENT_ORDER_TTL, the expiry the channel was given at checkout). `resend_refund(refund_no)`
+    sends a requested refund that never had an answer again (run() passes payments/refunds/service.send)."""
     report = SweepReport()
     for claimed in claim_due(sessions, now=now, order_ttl=order_ttl, batch=batch):
         decision = recover_order(sessions, channels, claimed, now=now)
         report.orders[decision] += 1
     for refund in _requested_refunds(sessions, now=now, batch=batch):
-        report.refunds[recover_refund(sessions, channels, refund)] += 1
+        report.refunds[recover_refund(sessions, channels, refund, resend_refund)] += 1
     return report
 
 
@@ -301,12 +321,12 @@ class _Refund:
     refund_no: str
     order_no: str
     channel: str
-    amount_fen: int
+    sent_at: datetime | None
 
 
 def _requested_refunds(sessions: sessionmaker[Session], *, now: datetime, batch: int) -> list[_Refund]:
     query = (
-        select(PaymentRefund.refund_no, PaymentOrder.order_no, PaymentOrder.channel, PaymentRefund.amount_fen)
+        select(PaymentRefund.refund_no, PaymentOrder.order_no, PaymentOrder.channel, PaymentRefund.sent_at)
         .join(PaymentOrder, PaymentOrder.id == PaymentRefund.order_id)
         .where(PaymentRefund.state == REFUND_REQUESTED, PaymentRefund.created_at <= now - REFUND_FIRST_CHECK)
         .order_by(PaymentRefund.created_at)
@@ -316,12 +336,22 @@ def _requested_refunds(sessions: sessionmaker[Session], *, now: datetime, batch:
         return [_Refund(*row) for row in db.execute(query)]
 
 
-def recover_refund(sessions: sessionmaker[Session], channels: Channels, refund: _Refund) -> RefundDecision:
-    refund_no, order_no, channel, amount_fen = refund.refund_no, refund.order_no, refund.channel, refund.amount_fen
+def recover_refund(
+    sessions: sessionmaker[Session],
+    channels: Channels,
+    refund: _Refund,
+    resend: Callable[[str], None] | None = None,
+) -> RefundDecision:
+    refund_no, order_no, channel = refund.refund_no, refund.order_no, refund.channel
     adapter = channels.get(channel)
     if adapter is None:
         log.error("refund %s: channel %s is not configured", refund_no, channel)
         return RefundDecision.NO_CHANNEL
+    if refund.sent_at is None and resend is not None:
+        # No answer was ever recorded: perhaps never sent (a crash after the commit). The channel deduplicates on our
+        # refund number, so sending again is safe and answers like a query (payments/refunds/service.send).
+        resend(refund_no)
+        return RefundDecision.RESENT
     try:
         status = adapter.query_refund(order_no, refund_no)
     except ChannelUnavailable as exc:
@@ -333,33 +363,15 @@ def recover_refund(sessions: sessionmaker[Session], channels: Channels, refund: 
     if status.refund_no != refund_no:
         log.warning("refund %s: %s answered about another refund", refund_no, channel)
         return RefundDecision.UNAVAILABLE
-    if status.outcome is RefundOutcome.PROCESSING:
-        return RefundDecision.PROCESSING
-    if status.outcome is RefundOutcome.SUCCEEDED and status.amount_fen != amount_fen:
-        log.error(
-            "refund %s: %s reports %s fen refunded, the refund is %s fen: for review",
-            refund_no,
-            channel,
-            status.amount_fen,
-            amount_fen,
-        )
-        return RefundDecision.MISMATCH
     with unit_of_work(sessions) as db:
-        decision = _settle_refund(db, refund_no, status.outcome)
-    log.info("refund %s of order %s: %s says %s: %s", refund_no, order_no, channel, status.outcome, decision)
+        result = refunds.apply_status(db, refund_no, status)
+    if result.applied is refunds.Applied.APPLIED:
+        decision = RefundDecision(status.outcome.value)
+    else:  # a duplicate, an unknown refund (gone meanwhile): settled either way
+        decision = _REFUND_DECISIONS.get(result.applied, RefundDecision.SETTLED)
+    level = logging.WARNING if decision in (RefundDecision.MISMATCH, RefundDecision.CONFLICT) else logging.INFO
+    log.log(level, "refund %s of order %s: %s says %s: %s", refund_no, order_no, channel, status.outcome, decision)
     return decision
-
-
-def _settle_refund(db: Session, refund_no: str, outcome: RefundOutcome) -> RefundDecision:
-    # Straight through the order accounting until payments/refunds/service.py offers its own settle function.
-    refund, _ = accounting.lock_refund(db, refund_no)
-    if refund.state != REFUND_REQUESTED:
-        return RefundDecision.SETTLED
-    if outcome is RefundOutcome.SUCCEEDED:
-        accounting.refund_succeeded(db, refund_no)
-        return RefundDecision.SUCCEEDED
-    accounting.refund_failed(db, refund_no)
-    return RefundDecision.FAILED
 
 
 def run(runtime: Runtime, channels: Channels, *, batch: int = 100, now: datetime | None = None) -> SweepReport:
@@ -370,6 +382,7 @@ def run(runtime: Runtime, channels: Channels, *, batch: int = 100, now: datetime
         now=now or utcnow(),
         order_ttl=timedelta(seconds=runtime.settings.payment_order_ttl),
         batch=batch,
+        resend_refund=lambda refund_no: refunds.send(runtime, channels, refund_no),
     )
 
 

@@ -1,10 +1,10 @@
 """The recovery sweep on both backends: a charge the channel confirms is never left unpaid, an unpaid order is closed
 at the channel first, and nothing is concluded without the channel's answer.
 
-The channel is `SandboxChannel`, a double of the adapter interface with the sandboxes' faults (the payer pays and the
-callback never comes, the channel does not answer, the payer pays just as we close); the WeChat Pay and Alipay
-sandboxes of payments/sandbox/ will drive the same sweep over real HTTP once they land. Time is passed to the sweep,
-so no test waits."""
+Most tests use `SandboxChannel`, a double of the adapter interface with the sandboxes' faults (the payer pays and
+the callback never comes, the channel does not answer, the payer pays just as we close) that can also script what
+the sandboxes cannot (a confused adapter, a decline); the last ones run the real WeChat Pay and Alipay adapters
+against their sandboxes (payments/sandbox/) over in-process HTTP. Time is passed to the sweep, so no test waits."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ import threading
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -24,20 +26,25 @@ from authsvc.cli import main
 from authsvc.database import unit_of_work, utcnow
 from authsvc.runtime import Runtime
 from payments.callbacks.models import PaymentCallback
+from payments.channels.alipay_adapter import AlipayAdapter, AlipayConfig
 from payments.channels.base import (
+    ChannelAdapter,
     ChannelDeclined,
     ChannelEvent,
     ChannelTrade,
     ChannelUnavailable,
     CloseResult,
     Kind,
+    PaymentOrderRef,
     RefundOutcome,
+    RefundRequest,
     RefundStatus,
     TradeStatus,
     VerifiedCallback,
 )
 from payments.channels.common import Acknowledgement, ChannelRefusal
 from payments.channels.registry import Channels, install
+from payments.channels.wechatpay_adapter import WechatPayAdapter, WechatPayConfig, WechatPayMerchant
 from payments.ledger.check import check
 from payments.ledger.models import LedgerEntry
 from payments.ledger.service import balances
@@ -47,6 +54,9 @@ from payments.orders.models import PaymentOrder, PaymentRefund
 from payments.recovery import schedule
 from payments.recovery.loop import sweep_loop
 from payments.recovery.sweep import Decision, RefundDecision, sweep
+from payments.recovery.sweep import run as run_pass
+from payments.sandbox.alipay import AlipaySandbox, GatewayFault, NotifyFault
+from payments.sandbox.wechatpay import WechatPaySandbox
 
 SSN = "110105199003072813"
 AMOUNT = 12000
@@ -54,6 +64,7 @@ CHANNEL = "wechatpay"
 TTL = timedelta(hours=2)
 TIERS = TierTable({(InsuranceType.PENSION, "110000", 2025): Tier(monthly=False, choices=frozenset({AMOUNT}))})
 CLEARING, FUND, SUSPENSE = f"clearing:{CHANNEL}", "fund:pension:110000", f"suspense:{CHANNEL}"
+ALIPAY_APP_ID = "2021000000000001"
 
 
 @dataclass
@@ -110,6 +121,12 @@ class SandboxChannel:
         self.trades[order_no] = ChannelTrade(order_no, TradeStatus.CLOSED, trade.amount_fen, trade.channel_trade_no)
         return CloseResult.CLOSED
 
+    def refund(self, request: RefundRequest) -> RefundStatus:
+        self._call("refund", request.refund_no)
+        return self.refunds.setdefault(
+            request.refund_no, RefundStatus(request.refund_no, RefundOutcome.PROCESSING, request.amount_fen)
+        )
+
     def query_refund(self, order_no: str, refund_no: str) -> RefundStatus:
         self._call("query_refund", refund_no)
         return self.refunds.get(refund_no, RefundStatus(refund_no, RefundOutcome.PROCESSING, 0))
@@ -145,8 +162,10 @@ def channels(sandbox: SandboxChannel) -> Channels:
     return Channels({CHANNEL: sandbox})  # type: ignore[dict-item]
 
 
-def new_order(runtime: Runtime, *, submitted: bool = True, created_at: datetime | None = None) -> str:
-    spec = OrderSpec(PayerKind.CITIZEN, "subject-1", SSN, InsuranceType.PENSION, ("2025",), AMOUNT, "110000", CHANNEL)
+def new_order(
+    runtime: Runtime, *, submitted: bool = True, created_at: datetime | None = None, channel: str = CHANNEL
+) -> str:
+    spec = OrderSpec(PayerKind.CITIZEN, "subject-1", SSN, InsuranceType.PENSION, ("2025",), AMOUNT, "110000", channel)
     with unit_of_work(runtime.sessions) as db:
         order = repository.add_order(db, validate(spec, TIERS))
         if created_at is not None:
@@ -411,8 +430,8 @@ def paid_order_with_refund(runtime: Runtime, refund_no: str, amount: int = 2000)
     ("outcome", "amount", "decision", "refund_state", "order_state"),
     [
         (RefundOutcome.SUCCEEDED, 2000, "succeeded", "succeeded", "partially_refunded"),
-        (RefundOutcome.FAILED, 0, "failed", "failed", "paid"),
-        (RefundOutcome.PROCESSING, 0, "processing", "requested", "paid"),
+        (RefundOutcome.FAILED, 2000, "failed", "failed", "paid"),
+        (RefundOutcome.PROCESSING, 2000, "processing", "requested", "paid"),
         (RefundOutcome.SUCCEEDED, 2001, "mismatch", "requested", "paid"),
     ],
 )
@@ -435,6 +454,20 @@ def test_requested_refunds_are_asked_about(
         assert refund is not None and refund.state == refund_state
         assert refund.order.order_no == order_no and refund.order.state == order_state
         assert check(db).ok
+
+
+def test_a_refund_that_never_had_an_answer_is_sent_again(runtime: Runtime, channel: SandboxChannel) -> None:
+    order_no = paid_order_with_refund(runtime, "RF-3")  # requested, but the send never happened (sent_at unset)
+    channel.refunds["RF-3"] = RefundStatus("RF-3", RefundOutcome.SUCCEEDED, 2000, "50300RF3")
+    report = run_pass(runtime, channels(channel), now=later(2)).as_dict()
+    assert {k: v for k, v in report["refunds"].items() if v} == {"resent": 1}  # type: ignore[attr-defined]
+    assert channel.calls == [("refund", "RF-3")]
+    with unit_of_work(runtime.sessions) as db:
+        refund = db.scalar(select(PaymentRefund).where(PaymentRefund.refund_no == "RF-3"))
+        assert refund is not None and refund.state == "succeeded" and refund.sent_at is not None
+        assert refund.order.order_no == order_no and check(db).ok
+    # Settled: a later pass has nothing left to ask about.
+    assert run_pass(runtime, channels(channel), now=later(3)).as_dict()["refunds_checked"] == 0
 
 
 @pytest.mark.parametrize("fault", ["down", "declined", "no_channel"])
@@ -575,3 +608,152 @@ def test_decisions_are_logged_without_the_insured_person(
     text = caplog.text
     assert all(number in text for number in (paid, held, closed, down))
     assert SSN not in text and SSN[:14] not in text
+
+
+# --- the channels' sandboxes over HTTP ----------------------------------------------------------------------------
+
+SANDBOX_NOW = 1_795_000_000  # the sandboxes' and adapters' clock; the sweep's own time is passed to it
+
+
+@pytest.fixture(scope="module")
+def merchant_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture
+def wechatpay(client: TestClient, merchant_key: rsa.RSAPrivateKey) -> tuple[WechatPaySandbox, WechatPayAdapter]:
+    def into_the_service(url: str, headers: dict[str, str], body: bytes) -> int:
+        return client.post(urlsplit(url).path, content=body, headers=headers).status_code
+
+    sandbox = WechatPaySandbox(merchant_private_key=merchant_key, clock=lambda: SANDBOX_NOW, sender=into_the_service)
+    config = WechatPayConfig(
+        mchid=sandbox.mchid, appid=sandbox.appid, platform_keys=sandbox.platform_keys(), apiv3_key=sandbox.apiv3_key
+    )
+    merchant = WechatPayMerchant(
+        mchid=sandbox.mchid,
+        appid=sandbox.appid,
+        serial_no=sandbox.merchant_serial,
+        private_key=merchant_key,
+        notify_url="http://testserver/v1/payments/callbacks/wechatpay",
+        api_base="http://testserver",
+    )
+    adapter = WechatPayAdapter(config, merchant=merchant, http=TestClient(sandbox.app), clock=lambda: SANDBOX_NOW)
+    install(client.app, Channels({CHANNEL: adapter}, clock=lambda: SANDBOX_NOW))  # type: ignore[dict-item]
+    return sandbox, adapter
+
+
+def started(runtime: Runtime, adapter: ChannelAdapter, **order: object) -> str:
+    order_no = new_order(runtime, **order)  # type: ignore[arg-type]
+    expires = datetime.fromtimestamp(SANDBOX_NOW + 7200, UTC)
+    adapter.create_payment(PaymentOrderRef(order_no, AMOUNT, "城乡居民养老保险", expires, "http://testserver/cb"))
+    return order_no
+
+
+def sweep_with(runtime: Runtime, adapter: ChannelAdapter, now: datetime) -> dict[str, int]:
+    report = sweep(runtime.sessions, Channels({adapter.name: adapter}), now=now, order_ttl=TTL).as_dict()
+    return orders(report)
+
+
+def test_wechatpay_a_payment_whose_notification_is_never_sent_is_paid(
+    runtime: Runtime, wechatpay: tuple[WechatPaySandbox, WechatPayAdapter]
+) -> None:
+    sandbox, adapter = wechatpay
+    order_no = started(runtime, adapter)
+    sandbox.pay(order_no, delivery="none")
+    assert sandbox.deliveries == []  # the fault: WeChat Pay never called back
+    assert sweep_with(runtime, adapter, later(2)) == {"paid": 1}
+    with unit_of_work(runtime.sessions) as db:
+        assert balances(db) == {CLEARING: AMOUNT, FUND: AMOUNT} and check(db).ok
+    assert paid_entries(runtime) == 1
+
+
+def test_wechatpay_an_expired_order_is_closed_there_first(
+    runtime: Runtime, wechatpay: tuple[WechatPaySandbox, WechatPayAdapter]
+) -> None:
+    sandbox, adapter = wechatpay
+    order_no = started(runtime, adapter)
+    assert sweep_with(runtime, adapter, later(200)) == {"closed": 1}
+    assert adapter.query_payment(order_no).status is TradeStatus.CLOSED
+    assert order_of(runtime, order_no).state == "closed"
+    with pytest.raises(ValueError, match="cannot pay"):
+        sandbox.pay(order_no)  # closed at the channel: the payer can no longer pay it
+
+
+def test_wechatpay_paid_as_we_close_is_paid(
+    runtime: Runtime, wechatpay: tuple[WechatPaySandbox, WechatPayAdapter], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sandbox, adapter = wechatpay
+    order_no = started(runtime, adapter)
+    close = adapter.close_payment
+
+    def payer_first(number: str) -> CloseResult:
+        sandbox.pay(number, delivery="none")  # the payer confirms a moment before our close arrives
+        return close(number)
+
+    monkeypatch.setattr(adapter, "close_payment", payer_first)
+    assert sweep_with(runtime, adapter, later(200)) == {"paid": 1}
+    assert order_of(runtime, order_no).state == "paid" and paid_entries(runtime) == 1
+
+
+@pytest.mark.parametrize("fault", ["timeout", "error", "bad_signature", "unsigned"])
+def test_wechatpay_without_a_trustworthy_answer_nothing_is_concluded(
+    runtime: Runtime, wechatpay: tuple[WechatPaySandbox, WechatPayAdapter], fault: str
+) -> None:
+    sandbox, adapter = wechatpay
+    order_no = started(runtime, adapter)
+    sandbox.pay(order_no, delivery="none")
+    sandbox.fail_next(1, fault)
+    assert sweep_with(runtime, adapter, later(200)) == {"unavailable": 1}
+    assert order_of(runtime, order_no).state == "pending" and paid_entries(runtime) == 0
+    assert sweep_with(runtime, adapter, later(202)) == {"paid": 1}
+
+
+@pytest.fixture
+def alipay(client: TestClient, merchant_key: rsa.RSAPrivateKey) -> tuple[AlipaySandbox, AlipayAdapter]:
+    alipay_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    def into_the_service(url: str, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
+        answer = client.post(urlsplit(url).path, content=body, headers=dict(headers))
+        return answer.status_code, answer.content
+
+    sandbox = AlipaySandbox(
+        app_id=ALIPAY_APP_ID,
+        app_public_key=merchant_key.public_key(),
+        alipay_private_key=alipay_key,
+        sender=into_the_service,
+        clock=lambda: SANDBOX_NOW,
+    )
+    adapter = AlipayAdapter(
+        AlipayConfig(app_id=ALIPAY_APP_ID, public_key=sandbox.public_key),
+        app_private_key=merchant_key,
+        gateway_url="http://testserver/gateway.do",
+        notify_url="http://testserver/v1/payments/callbacks/alipay",
+        http=TestClient(sandbox.app),
+        clock=lambda: SANDBOX_NOW,
+    )
+    install(client.app, Channels({"alipay": adapter}, clock=lambda: SANDBOX_NOW))  # type: ignore[dict-item]
+    return sandbox, adapter
+
+
+def test_alipay_a_payment_whose_notification_is_never_sent_is_paid(
+    runtime: Runtime, alipay: tuple[AlipaySandbox, AlipayAdapter]
+) -> None:
+    sandbox, adapter = alipay
+    order_no = started(runtime, adapter, channel="alipay")
+    sandbox.pay(order_no, NotifyFault.NEVER)
+    assert sweep_with(runtime, adapter, later(2)) == {"paid": 1}
+    with unit_of_work(runtime.sessions) as db:
+        assert balances(db) == {"clearing:alipay": AMOUNT, FUND: AMOUNT} and check(db).ok
+
+
+def test_alipay_an_expired_order_is_closed_there_first(
+    runtime: Runtime, alipay: tuple[AlipaySandbox, AlipayAdapter]
+) -> None:
+    sandbox, adapter = alipay
+    order_no = started(runtime, adapter, channel="alipay")
+    sandbox.fail_next(1, GatewayFault.TIMEOUT)
+    assert sweep_with(runtime, adapter, later(200)) == {"unavailable": 1}
+    assert order_of(runtime, order_no).state == "pending"
+    assert sweep_with(runtime, adapter, later(202)) == {"closed": 1}
+    assert adapter.query_payment(order_no).status in (TradeStatus.CLOSED, TradeStatus.NOT_FOUND)
+    assert order_of(runtime, order_no).state == "closed"
