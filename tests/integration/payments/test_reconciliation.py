@@ -480,3 +480,43 @@ def test_the_same_file_imported_concurrently_is_one_run(runtime: Runtime) -> Non
     assert not errors and len(set(results)) == 1 and count(runtime, ReconRun) == 1
     assert state(runtime, order_no) == "paid"
     assert ledger(runtime) == {CLEARING: 2 * AMOUNT, FUND: AMOUNT, SUSPENSE: AMOUNT}
+
+
+def _rendered(channel: str, lines: list[StatementLine]) -> list[bytes]:
+    """The statement in the channel's own file format, as its parser reads it."""
+    if channel == "wechatpay":
+        from payments.channels import wechatpay_bill as wx_bill
+
+        rows = (wx_bill.BillRow(ON_DAY, line.channel_trade_no, line.order_no, line.amount_fen) for line in lines)
+        return list(wx_bill.render(rows))
+    if channel == "alipay":
+        from payments.channels import alipay_bill
+
+        ali_rows = [
+            alipay_bill.BillRow(LineKind.PAYMENT, line.channel_trade_no, line.order_no, line.amount_fen, ON_DAY, ON_DAY)
+            for line in lines
+        ]
+        return list(alipay_bill.render(ali_rows, day=DAY))
+    from payments.channels import bank
+
+    return bank.render_statement("M0001", DAY, lines).splitlines(keepends=True)
+
+
+@pytest.mark.parametrize("channel", ["wechatpay", "alipay", "bank"])
+def test_each_channels_statement_format(runtime: Runtime, channel: str) -> None:
+    from payments.reconciliation.sources import parser_for
+
+    matched = new_order(runtime, channel)
+    with unit_of_work(runtime.sessions) as db:
+        accounting.mark_paid(db, matched, amount_fen=AMOUNT)
+        db.execute(sa.update(PaymentOrder).where(PaymentOrder.order_no == matched).values(paid_at=ON_DAY))
+    lines = [
+        StatementLine(1, LineKind.PAYMENT, matched, "4200000000000000000000000001", AMOUNT, ON_DAY),
+        StatementLine(2, LineKind.PAYMENT, "SOunknown0001", "4200000000000000000000000002", 700, ON_DAY),
+    ]
+    done = reconcile(runtime.sessions, StatementSource(channel, parser_for(channel)), DAY, _rendered(channel, lines))
+    result = run_report(runtime, done.run_id)
+    assert result["totals"]["payment"]["matched"]["count"] == 1
+    (item,) = result["items"]
+    assert (item["category"], item["order_no"], item["statement_fen"]) == ("channel_only", "SOunknown0001", 700)
+    assert item["channel_trade_no"] == "4200000000000000000000000002" and item["resolution"] == "parked"
