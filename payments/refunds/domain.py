@@ -2,9 +2,10 @@
 
 The four-eyes rule: a refund whose amount, together with what the order already has refunded or in flight, is above
 the threshold waits for a second operator; counting the order's earlier refunds means splitting one large refund
-into several small ones does not get around it. The operator who asked can never approve their own refund; they may
-withdraw it (a rejection moves no money out). Operators are people: two tokens of one subject (the same person at two
-consoles) are one operator.
+into several small ones does not get around it. So does any refund an operator asks for on an order they paid
+themselves, whatever the amount. The operator who asked can never approve their own refund, nor can the payer of the
+order; the requester may withdraw it (a rejection moves no money out). Operators are people: two tokens of one subject
+(the same person at two consoles) are one operator.
 """
 
 from __future__ import annotations
@@ -75,15 +76,17 @@ def parse_request(doc: Any) -> RefundSpec:
     return RefundSpec(order_no, amount, _text(doc, "reason", MAX_REASON))
 
 
-def needs_approval(amount_fen: int, already_reserved_fen: int, threshold_fen: int) -> bool:
-    """Whether a second operator must approve: the order's refunds, this one included, above the threshold."""
-    return amount_fen + already_reserved_fen > threshold_fen
+def needs_approval(amount_fen: int, already_reserved_fen: int, threshold_fen: int, *, own_order: bool = False) -> bool:
+    """Whether a second operator must approve: the order's refunds, this one included, above the threshold, or the
+    requester is the order's payer (money back to oneself)."""
+    return own_order or amount_fen + already_reserved_fen > threshold_fen
 
 
 class Verdict(StrEnum):
     APPLY = "apply"  # make the change now
     REPEAT = "repeat"  # already so (a retried approval or rejection): answer with the refund, change nothing
     SELF_APPROVAL = "self_approval"  # the requester may not approve their own refund
+    PAYER_APPROVAL = "payer_approval"  # nor may the person the money goes back to
     DECIDED = "decided"  # the other decision was taken already, or the refund needed none
     NOT_PENDING = "not_pending"  # nothing to decide (a refund below the threshold)
 
@@ -94,15 +97,24 @@ class Action(StrEnum):
 
 
 def decide(
-    *, action: Action, approval_required: bool, decision: str | None, requester: Operator, operator: Operator
+    *,
+    action: Action,
+    approval_required: bool,
+    decision: str | None,
+    requester: Operator,
+    operator: Operator,
+    payer: str | None = None,
 ) -> Verdict:
-    """May `operator` approve or reject a refund `requester` asked for, given what was decided so far?"""
+    """May `operator` approve or reject a refund `requester` asked for, given what was decided so far? `payer` is
+    the subject of the cardholder who paid the order (None for an employer's order)."""
     if not approval_required:
         return Verdict.NOT_PENDING
     taken = Action.APPROVE if decision == "approved" else Action.REJECT if decision == "rejected" else None
+    # Checked before the repeat: the requester (or payer) is told no even once another operator approved.
     if action is Action.APPROVE and operator.same_person(requester):
-        # Checked before the repeat: the requester is told no even once another operator approved.
         return Verdict.SELF_APPROVAL
+    if action is Action.APPROVE and payer is not None and operator.subject == payer:
+        return Verdict.PAYER_APPROVAL
     if taken is None:
         return Verdict.APPLY
     return Verdict.REPEAT if taken is action else Verdict.DECIDED

@@ -25,6 +25,7 @@ from payments.channels.base import ChannelDeclined, ChannelUnavailable, RefundOu
 from payments.channels.registry import Channels
 from payments.orders import accounting, repository
 from payments.orders.accounting import AccountingError, RefundRefused
+from payments.orders.domain import PayerKind
 from payments.orders.models import PaymentOrder, PaymentRefund
 from payments.refunds import domain
 from payments.refunds.domain import Action, Operator, RefundSpec, Verdict
@@ -62,7 +63,9 @@ def create(
     if repository.order_by_no(db, spec.order_no) is None:
         raise Refusal(404, "order_unknown", "no such order")
     order = accounting.lock_order(db, spec.order_no)
-    awaiting = domain.needs_approval(spec.amount_fen, order.refund_reserved_fen, threshold_fen)
+    awaiting = domain.needs_approval(
+        spec.amount_fen, order.refund_reserved_fen, threshold_fen, own_order=_payer(order) == operator.subject
+    )
     try:
         refund = accounting.request_refund(
             db, order.order_no, new_refund_no(), spec.amount_fen, awaiting_approval=awaiting
@@ -75,6 +78,12 @@ def create(
     refund.idempotency_key, refund.idempotency_body = idempotency_key, idempotency_body
     db.flush()
     return refund
+
+
+def _payer(order: PaymentOrder) -> str | None:
+    """The subject of the cardholder who paid (payments/orders/service.py: a citizen's orders carry the token's
+    subject as payer); None for an employer's order (payer = a back end's client id, never an operator)."""
+    return order.payer if order.payer_kind in (PayerKind.CITIZEN, PayerKind.AGENT) else None
 
 
 def by_idempotency_key(db: Session, key_digest: str) -> PaymentRefund | None:
@@ -100,16 +109,19 @@ def decide(db: Session, refund_no: str, operator: Operator, action: Action, note
     """Approve or reject; the refund and whether it must now be sent (only the approval that made the change)."""
     if repository.refund_by_no(db, refund_no) is None:
         raise Refusal(404, "refund_unknown", "no such refund")
-    refund, _ = accounting.lock_refund(db, refund_no)  # concurrent decisions on one refund queue here
+    refund, order = accounting.lock_refund(db, refund_no)  # concurrent decisions on one refund queue here
     verdict = domain.decide(
         action=action,
         approval_required=refund.approval_required,
         decision=refund.decision,
         requester=Operator(refund.requested_client or "", refund.requested_subject or ""),
         operator=operator,
+        payer=_payer(order),
     )
     if verdict is Verdict.SELF_APPROVAL:
         raise Refusal(403, "self_approval_refused", "a refund needs another operator's approval than the requester's")
+    if verdict is Verdict.PAYER_APPROVAL:
+        raise Refusal(403, "payer_approval_refused", "the payer of the order cannot approve a refund of it")
     if verdict is Verdict.NOT_PENDING:
         raise Refusal(409, "approval_not_required", "this refund did not need an approval")
     if verdict is Verdict.DECIDED:

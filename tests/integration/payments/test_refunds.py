@@ -134,10 +134,10 @@ def notify(client: TestClient, refund_no: str, order_no: str, outcome: str, amou
 # --- orders, operators, calls ------------------------------------------------------------------------------------
 
 
-def paid_order(runtime: Runtime, amount: int = SMALL) -> str:
+def paid_order(runtime: Runtime, amount: int = SMALL, payer: str = "payer-1") -> str:
     spec = OrderSpec(
         PayerKind.CITIZEN,
-        "payer-1",
+        payer,
         "110105199003072813",
         InsuranceType.PENSION,
         ("2025",),
@@ -398,6 +398,21 @@ def test_splitting_does_not_avoid_the_approval(
     assert request(client, alice, refund_body(order_no, 400_000), key="1").json()["state"] == "succeeded"
     assert request(client, alice, refund_body(order_no, 200_000), key="2").json()["state"] == "awaiting_approval"
     assert len(channel.requests) == 1
+
+
+def test_money_back_to_an_operator_needs_someone_else(
+    client: TestClient, runtime: Runtime, channel: ScriptedChannel, alice: Op, bob: Op
+) -> None:
+    # Alice paid this order herself: even 1 fen back to her waits for a second operator.
+    own = request(client, alice, refund_body(paid_order(runtime, payer="alice"), 100), key="own").json()
+    assert own["state"] == "awaiting_approval" and own["approval_required"] is True and channel.requests == []
+    assert decide(client, bob, own["refund_no"], "approve").json()["state"] == "succeeded"
+    # Bob paid this one: Alice may ask (above the threshold), Bob may not approve the money going back to him.
+    bobs = request(client, alice, refund_body(paid_order(runtime, BIG, payer="bob"), BIG), key="bobs").json()
+    problem(decide(client, bob, bobs["refund_no"], "approve"), 403, "payer_approval_refused")
+    carol = operator(client, runtime, "carol")
+    assert decide(client, carol, bobs["refund_no"], "approve").json()["state"] == "succeeded"
+    assert len(channel.requests) == 2
 
 
 def test_decisions_on_refunds_that_need_none_or_do_not_exist(

@@ -100,6 +100,7 @@ def test_threshold_counts_the_orders_earlier_refunds() -> None:
     assert not needs_approval(300_000, 0, 500_000)
     assert needs_approval(300_000, 300_000, 500_000)
     assert needs_approval(1, 0, 0)  # threshold 0: every refund is approved by a second operator
+    assert needs_approval(1, 0, 500_000, own_order=True)  # money back to the requester: always four eyes
 
 
 @given(st.integers(1, MAX_FEN), st.integers(0, MAX_FEN), st.integers(0, MAX_FEN))
@@ -111,8 +112,12 @@ def test_threshold_is_monotonic(amount: int, reserved: int, threshold: int) -> N
         assert needs_approval(amount, reserved + 1, threshold)
 
 
-def verdict(action: Action, operator: Operator, decision: str | None = None, required: bool = True) -> Verdict:
-    return decide(action=action, approval_required=required, decision=decision, requester=ALICE, operator=operator)
+def verdict(
+    action: Action, operator: Operator, decision: str | None = None, required: bool = True, payer: str | None = None
+) -> Verdict:
+    return decide(
+        action=action, approval_required=required, decision=decision, requester=ALICE, operator=operator, payer=payer
+    )
 
 
 def test_four_eyes() -> None:
@@ -122,6 +127,14 @@ def test_four_eyes() -> None:
     assert verdict(Action.APPROVE, ALICE, "approved") is Verdict.SELF_APPROVAL  # even after another approved
     assert verdict(Action.REJECT, ALICE) is Verdict.APPLY  # the requester may withdraw: no money goes out
     assert verdict(Action.REJECT, BOB) is Verdict.APPLY
+
+
+def test_the_payer_cannot_approve() -> None:
+    assert verdict(Action.APPROVE, BOB, payer="bob") is Verdict.PAYER_APPROVAL
+    assert verdict(Action.APPROVE, BOB, "approved", payer="bob") is Verdict.PAYER_APPROVAL
+    assert verdict(Action.REJECT, BOB, payer="bob") is Verdict.APPLY
+    assert verdict(Action.APPROVE, BOB, payer="carol") is Verdict.APPLY
+    assert verdict(Action.APPROVE, ALICE, payer="alice") is Verdict.SELF_APPROVAL
 
 
 def test_repeats_and_contradictions() -> None:
