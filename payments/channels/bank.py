@@ -46,8 +46,8 @@ MAX_BODY = 64 * 1024
 
 # Printable ASCII without whitespace or '|' (file separator): a newline in any of them would let bytes move
 # between the fields of the signed string.
-_TOKEN = re.compile(r"[A-Za-z0-9_\-]{1,64}")
-_NONCE = re.compile(r"[A-Za-z0-9_\-]{16,64}")
+TOKEN = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+NONCE = re.compile(r"[A-Za-z0-9_\-]{16,64}")
 _TIMESTAMP = re.compile(r"[1-9][0-9]{0,11}")
 _ORDER_NO = re.compile(r"[A-Za-z0-9_\-]{1,40}")
 _TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
@@ -64,7 +64,7 @@ class SigningKey:
     private_key: ec.EllipticCurvePrivateKey = field(repr=False)
 
     def __post_init__(self) -> None:
-        if not _TOKEN.fullmatch(self.key_id):
+        if not TOKEN.fullmatch(self.key_id):
             raise ValueError("a key id is 1 to 64 of A-Z a-z 0-9 _ -")
         if not isinstance(self.private_key.curve, ec.SECP256R1):
             raise ValueError("bank gateway keys are ECDSA P-256")
@@ -176,11 +176,11 @@ def verify_headers(
     """Check a signed message: headers well-formed, the signature under a key of the ring, our merchant id, the
     timestamp inside a past-only window, and (for a response) the nonce of our request echoed back."""
     values = {name: _header(headers, name) for name in HEADERS}
-    if not _TOKEN.fullmatch(values[H_MERCHANT]) or not _TOKEN.fullmatch(values[H_KEY_ID]):
+    if not TOKEN.fullmatch(values[H_MERCHANT]) or not TOKEN.fullmatch(values[H_KEY_ID]):
         raise ChannelRefusal(RefusalReason.MALFORMED, "Bank-Merchant-Id or Bank-Key-Id malformed")
     if not _TIMESTAMP.fullmatch(values[H_TIMESTAMP]):
         raise ChannelRefusal(RefusalReason.MALFORMED, "Bank-Timestamp must be Unix seconds")
-    if not _NONCE.fullmatch(values[H_NONCE]):
+    if not NONCE.fullmatch(values[H_NONCE]):
         raise ChannelRefusal(RefusalReason.MALFORMED, "Bank-Nonce must be 16 to 64 of A-Z a-z 0-9 _ -")
     if len(body) > MAX_BODY:
         raise ChannelRefusal(RefusalReason.MALFORMED, "body too large")
@@ -306,7 +306,7 @@ class RefundNotice:
 _CALLBACK_PAYMENT_STATES = {PaymentState.PAID, PaymentState.FAILED, PaymentState.CLOSED}
 
 
-def _enum(obj: Mapping[str, Any], name: str, kind: type[StrEnum], allowed: Iterable[StrEnum]) -> Any:
+def _enum(obj: Mapping[str, Any], name: str, allowed: Iterable[StrEnum]) -> Any:
     value = obj.get(name)
     allowed = set(allowed)
     for member in allowed:
@@ -320,14 +320,14 @@ def parse_notification(body: bytes) -> PaymentNotice | RefundNotice:
     obj = loads(body)
     kind = obj.get("type")
     if kind == "payment":
-        status = _enum(obj, "status", PaymentState, _CALLBACK_PAYMENT_STATES)
+        status = _enum(obj, "status", _CALLBACK_PAYMENT_STATES)
         currency = obj.get("currency")
         if currency != "CNY":
             raise ChannelRefusal(RefusalReason.UNSUPPORTED, "currency must be CNY")
         return PaymentNotice(
-            event_id=text(obj, "event_id", _TOKEN),
+            event_id=text(obj, "event_id", TOKEN),
             order_no=text(obj, "order_no"),
-            trade_no=text(obj, "trade_no", _TOKEN),
+            trade_no=text(obj, "trade_no", TOKEN),
             status=status,
             amount_fen=fen(obj, "amount_fen"),
             currency=currency,
@@ -336,11 +336,11 @@ def parse_notification(body: bytes) -> PaymentNotice | RefundNotice:
         )
     if kind == "refund":
         return RefundNotice(
-            event_id=text(obj, "event_id", _TOKEN),
+            event_id=text(obj, "event_id", TOKEN),
             order_no=text(obj, "order_no"),
             refund_no=text(obj, "refund_no"),
-            bank_refund_no=text(obj, "bank_refund_no", _TOKEN),
-            status=_enum(obj, "status", RefundState, (RefundState.SUCCEEDED, RefundState.FAILED)),
+            bank_refund_no=text(obj, "bank_refund_no", TOKEN),
+            status=_enum(obj, "status", (RefundState.SUCCEEDED, RefundState.FAILED)),
             amount_fen=fen(obj, "amount_fen"),
             payload=obj,
         )
@@ -418,7 +418,7 @@ def parse_statement(
         if not header_seen:
             if len(fields) != 4 or fields[0] != STATEMENT_MAGIC or fields[1] != "1":
                 raise StatementError(line_no, "not a bank statement (header BANKSTMT|1|merchant|date)")
-            if not _TOKEN.fullmatch(fields[2]) or (merchant is not None and fields[2] != merchant):
+            if not TOKEN.fullmatch(fields[2]) or (merchant is not None and fields[2] != merchant):
                 raise StatementError(line_no, "statement of another merchant")
             try:
                 stated = date.fromisoformat(fields[3]) if re.fullmatch(r"\d{4}-\d{2}-\d{2}", fields[3]) else None
@@ -434,7 +434,7 @@ def parse_statement(
         elif tag == "R" and len(fields) == 7:
             kind = LineKind.REFUND
             refund_no, bank_refund_no = fields[5], fields[6]
-            if not _ORDER_NO.fullmatch(refund_no) or not _TOKEN.fullmatch(bank_refund_no):
+            if not _ORDER_NO.fullmatch(refund_no) or not TOKEN.fullmatch(bank_refund_no):
                 raise StatementError(line_no, "refund number malformed")
         elif tag == "END" and len(fields) == 5:
             _check_trailer(fields, counts, totals, line_no)
@@ -442,7 +442,7 @@ def parse_statement(
             continue
         else:
             raise StatementError(line_no, "expected a P, R or END line with its fields")
-        if not _ORDER_NO.fullmatch(fields[1]) or not _TOKEN.fullmatch(fields[2]):
+        if not _ORDER_NO.fullmatch(fields[1]) or not TOKEN.fullmatch(fields[2]):
             raise StatementError(line_no, "order or trade number malformed")
         amount = _stmt_amount(fields[3], line_no)
         counts[kind] += 1
@@ -512,7 +512,7 @@ def verify_file(keys: KeyRing, kind: str, data: bytes, signature_file: bytes) ->
     except UnicodeDecodeError:
         raise ChannelRefusal(RefusalReason.MALFORMED, "signature file is not ASCII") from None
     fields = line.split("|")
-    if len(fields) != 5 or fields[0] != FILE_SIG_MAGIC or fields[1] != "1" or not _TOKEN.fullmatch(fields[3]):
+    if len(fields) != 5 or fields[0] != FILE_SIG_MAGIC or fields[1] != "1" or not TOKEN.fullmatch(fields[3]):
         raise ChannelRefusal(RefusalReason.MALFORMED, "not a BANKSIG signature file")
     if fields[2] != kind:
         raise ChannelRefusal(RefusalReason.MISMATCH, f"signature is not for a {kind} file")

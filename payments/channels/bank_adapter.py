@@ -131,7 +131,7 @@ class BankGateway:
         raise ChannelDeclined(code[:64], message[:200] if isinstance(message, str) else "")
 
 
-def _answer_field(answer: Mapping[str, Any], name: str, parse: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def answer_field(answer: Mapping[str, Any], name: str, parse: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """A field of a verified answer: a bank that signs nonsense is as unusable as one that is down."""
     try:
         return parse(answer, name, *args, **kwargs)
@@ -139,30 +139,30 @@ def _answer_field(answer: Mapping[str, Any], name: str, parse: Callable[..., Any
         raise ChannelUnavailable(f"bank answer: {name} missing or malformed") from None
 
 
-def _state(answer: Mapping[str, Any], name: str = "status") -> bank.PaymentState:
+def payment_state(answer: Mapping[str, Any], name: str = "status") -> bank.PaymentState:
     try:
         return bank.PaymentState(answer.get(name))
     except ValueError:
         raise ChannelUnavailable(f"bank answer: {name} unknown") from None
 
 
-def _same_order(answer: Mapping[str, Any], order_no: str) -> None:
+def same_order(answer: Mapping[str, Any], order_no: str) -> None:
     if answer.get("order_no") != order_no:
         raise ChannelUnavailable("bank answer: for another order")
 
 
 def trade_from_answer(answer: Mapping[str, Any], order_no: str) -> ChannelTrade:
-    _same_order(answer, order_no)
-    state = _state(answer)
+    same_order(answer, order_no)
+    state = payment_state(answer)
     if state is bank.PaymentState.NOT_FOUND:
         return ChannelTrade(order_no, TradeStatus.NOT_FOUND, raw_state=state.value)
-    paid_at: datetime | None = _answer_field(
+    paid_at: datetime | None = answer_field(
         answer, "paid_at", bank.timestamp_field, required=state is bank.PaymentState.PAID
     )
     return ChannelTrade(
         order_no=order_no,
         status=_TRADE[state],
-        amount_fen=_answer_field(answer, "amount_fen", bank.fen),
+        amount_fen=answer_field(answer, "amount_fen", bank.fen),
         channel_trade_no=answer.get("trade_no") if isinstance(answer.get("trade_no"), str) else None,
         paid_at=paid_at,
         raw_state=state.value,
@@ -192,8 +192,8 @@ class BankAdapter:
 
     def create_payment(self, order: PaymentOrderRef) -> PaymentStart:
         answer = self.gateway.post("/gateway/v1/payments", self._payment_request(order))
-        _same_order(answer, order.order_no)
-        if _answer_field(answer, "amount_fen", bank.fen) != order.amount_fen:
+        same_order(answer, order.order_no)
+        if answer_field(answer, "amount_fen", bank.fen) != order.amount_fen:
             raise ChannelUnavailable("bank answer: another amount than asked")
         url = answer.get("pay_url")
         if not isinstance(url, str) or not url.startswith("https://"):
@@ -205,8 +205,8 @@ class BankAdapter:
 
     def close_payment(self, order_no: str) -> CloseResult:
         answer = self.gateway.post("/gateway/v1/payments/close", {"order_no": order_no})
-        _same_order(answer, order_no)
-        state = _state(answer)
+        same_order(answer, order_no)
+        state = payment_state(answer)
         if state is bank.PaymentState.PAID:
             return CloseResult.ALREADY_PAID
         if state is bank.PaymentState.NOT_FOUND:
@@ -235,7 +235,7 @@ class BankAdapter:
 
     @staticmethod
     def _refund_status(answer: Mapping[str, Any], order_no: str, refund_no: str) -> RefundStatus:
-        _same_order(answer, order_no)
+        same_order(answer, order_no)
         if answer.get("refund_no") != refund_no:
             raise ChannelUnavailable("bank answer: for another refund")
         try:
@@ -246,7 +246,7 @@ class BankAdapter:
         return RefundStatus(
             refund_no=refund_no,
             outcome=_REFUND[state],
-            amount_fen=_answer_field(answer, "amount_fen", bank.fen),
+            amount_fen=answer_field(answer, "amount_fen", bank.fen),
             channel_refund_no=bank_refund_no if isinstance(bank_refund_no, str) else None,
             raw_state=state.value,
         )

@@ -13,7 +13,7 @@ from typing import Any
 
 from authsvc.tokens.assurance import ACR_CARD_PIN
 from payments.channels import bank
-from payments.channels.bank_adapter import BankAdapter, _answer_field, _same_order, _state
+from payments.channels.bank_adapter import BankAdapter, answer_field, payment_state, same_order
 from payments.channels.base import ChannelUnavailable, PaymentOrderRef, PaymentStart
 
 NAME = "card"
@@ -35,14 +35,14 @@ class CardAccountAdapter(BankAdapter):
             raise ValueError("a card payment needs the card number (9 characters) as payer_ref")
         request: dict[str, Any] = self._payment_request(order) | {"card_no": card_number}
         answer = self.gateway.post("/gateway/v1/payments", request)
-        _same_order(answer, order.order_no)
-        if _answer_field(answer, "amount_fen", bank.fen) != order.amount_fen:
+        same_order(answer, order.order_no)
+        if answer_field(answer, "amount_fen", bank.fen) != order.amount_fen:
             raise ChannelUnavailable("bank answer: another amount than asked")
-        state = _state(answer)
+        state = payment_state(answer)
         if state is not bank.PaymentState.PAID:
             # The gateway answers a card charge PAID or declines it; anything else is not the documented answer, so
             # the outcome is unknown: query before acting again.
             raise ChannelUnavailable(f"bank answered a card charge {state.value}")
-        trade_no = _answer_field(answer, "trade_no", bank.text, bank._TOKEN)
-        paid_at = _answer_field(answer, "paid_at", bank.timestamp_field)
+        trade_no = answer_field(answer, "trade_no", bank.text, bank.TOKEN)
+        paid_at = answer_field(answer, "paid_at", bank.timestamp_field)
         return PaymentStart(order.order_no, "charged", {"trade_no": trade_no, "paid_at": bank.format_time(paid_at)})

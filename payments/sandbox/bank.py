@@ -248,7 +248,8 @@ class BankSandbox:
     def statement(self, day: date) -> bytes:
         lines: list[StatementLine] = []
         for payment in self.payments.values():
-            if payment.paid_at is not None and payment.paid_at.date() == day:
+            # A refunded withholding debit also has a payment record here; its P line comes from the debits below.
+            if payment.mode != "withholding" and payment.paid_at is not None and payment.paid_at.date() == day:
                 lines.append(
                     StatementLine(
                         0, LineKind.PAYMENT, payment.order_no, payment.trade_no, payment.amount_fen, payment.paid_at
@@ -386,7 +387,7 @@ class BankSandbox:
                 payload = bank.loads(body)
             except ChannelRefusal as refusal:
                 answer: dict[str, Any] | bytes = _error("REQUEST_REFUSED", f"{refusal.reason}: {refusal.message}")
-                if not bank._NONCE.fullmatch(nonce):
+                if not bank.NONCE.fullmatch(nonce):
                     return Response(b"bad request", status_code=400)
             else:
                 if faults.system_error:
