@@ -314,10 +314,10 @@ def cmd_payments_withholding(args: argparse.Namespace) -> int:
 
 
 def cmd_payments_sweep(args: argparse.Namespace) -> int:
-    from payments.recovery.sweep import channels_for, run
+    from payments.recovery.sweep import configured_channels, run
 
-    with _admin() as (runtime, _):
-        report = run(runtime, channels_for(runtime), batch=args.batch)
+    with _admin() as (runtime, _), configured_channels(runtime) as channels:
+        report = run(runtime, channels, batch=args.batch)
     print(json.dumps(report.as_dict(), indent=2))
     return 0
 

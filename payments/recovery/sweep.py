@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -43,6 +44,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from authsvc.database import unit_of_work, utcnow
 from authsvc.runtime import Runtime
+from keys.channel_keys import ChannelKeyring
 from payments.callbacks import inbox
 from payments.callbacks.models import CallbackOutcome, PaymentCallback
 from payments.channels.base import (
@@ -56,6 +58,7 @@ from payments.channels.base import (
     TradeStatus,
 )
 from payments.channels.registry import Channels
+from payments.channels.setup import build_channels
 from payments.orders import accounting
 from payments.orders.models import PaymentOrder, PaymentRefund
 from payments.orders.states import State
@@ -386,9 +389,14 @@ def run(runtime: Runtime, channels: Channels, *, batch: int = 100, now: datetime
     )
 
 
-def channels_for(runtime: Runtime) -> Channels:
-    """The adapters a sweep run from the command line talks to. The service installs its adapters on the application
-    (payments/channels/registry.py); until they are built from the channel keys in keys/, there are none here, and
-    every due order is reported `no_channel` and kept for a later pass: nothing is concluded without a channel."""
-    del runtime
-    return Channels()
+@contextmanager
+def configured_channels(runtime: Runtime) -> Iterator[Channels]:
+    """The channels the service installs at start (payments/channels/setup.py: SSCARD_PAYMENT_CHANNELS and their keys
+    in keys/), for a sweep run from the command line; their HTTP clients are closed afterwards. A channel left out
+    there (settings or keys missing) has its orders reported `no_channel` and kept: nothing is concluded without it."""
+    keyring = ChannelKeyring(runtime.sessions, runtime.sealer, cache_seconds=runtime.settings.key_cache_seconds)
+    built = build_channels(runtime.settings, keyring, sessions=runtime.sessions)
+    try:
+        yield built.channels
+    finally:
+        built.close()
