@@ -37,6 +37,7 @@ import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from payments.channels import alipay as ali
 from payments.channels.alipay_bill import BillRow, render
@@ -196,7 +197,8 @@ class AlipaySandbox:
         @app.api_route("/gateway.do", methods=["GET", "POST"])
         async def gateway(request: Request) -> Response:
             body = await request.body()
-            return self._gateway(request.url.query, body)
+            # Off the event loop: a call may send notifications, synchronously, before it answers.
+            return await run_in_threadpool(self._gateway, request.url.query, body)
 
         @app.get("/downloadBillFile.resource")
         def download(fileId: str = "") -> Response:  # Alipay's parameter name
