@@ -760,3 +760,19 @@ def test_a_refund_made_at_alipay_is_noticed(adapter: AlipayAdapter, sandbox: Ali
         sandbox.refund("P1", "CONSOLE-1", 3000)
     with pytest.raises(ValueError, match=r"ACQ\.REFUND_AMT_NOT_EQUAL_TOTAL"):
         sandbox.refund("P1", "CONSOLE-2", 9001)
+
+
+def test_the_sdk_verifies_the_sandboxs_notifications(
+    adapter: AlipayAdapter, sandbox: AlipaySandbox, receiver: Receiver
+) -> None:
+    import urllib.parse
+
+    from alipay.aop.api.util.SignatureUtils import get_sign_content, verify_with_rsa
+
+    paid(adapter, sandbox)
+    adapter.refund(refund())
+    for body in receiver.bodies:
+        params = dict(urllib.parse.parse_qsl(body.decode()))
+        sign = params.pop("sign")
+        assert params.pop("sign_type") == "RSA2"
+        assert verify_with_rsa(sandbox.public_key_text(), get_sign_content(params).encode(), sign)

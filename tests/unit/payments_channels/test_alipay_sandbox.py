@@ -67,3 +67,11 @@ def test_the_sandbox_runs_alone(standalone: dict[str, str]) -> None:
         assert adapter.query_payment("P1").status is TradeStatus.PAID
         assert http.post(f"http://127.0.0.1:{PORT}/_sandbox/pay/P1").status_code == 409
         assert http.post(f"http://127.0.0.1:{PORT}/_sandbox/nonesuch/P1").status_code == 404
+        assert http.post(f"http://127.0.0.1:{PORT}/_sandbox/finish/P1").status_code == 204
+        assert adapter.query_payment("P1").raw_state == "TRADE_FINISHED"
+        adapter.create_payment(PaymentOrderRef("P2", 12000, "养老", expires, ""))
+        assert http.post(f"http://127.0.0.1:{PORT}/_sandbox/scan/P2").status_code == 204
+        assert adapter.query_payment("P2").status is TradeStatus.UNPAID
+        assert http.post(f"http://127.0.0.1:{PORT}/_sandbox/close/P2").status_code == 204
+        assert adapter.query_payment("P2").status is TradeStatus.CLOSED
+        assert http.post(f"http://127.0.0.1:{PORT}/_sandbox/scan/P3").status_code == 409
