@@ -38,6 +38,7 @@ log = logging.getLogger("sscard.payments.reconciliation")
 Query = Callable[[str], ChannelTrade]
 HELD = (CallbackOutcome.HELD_AMOUNT_MISMATCH.value, CallbackOutcome.UNKNOWN_ORDER.value, CallbackOutcome.CONFLICT.value)
 UNPAID = (State.CREATED.value, State.PENDING.value)
+PAID = (State.PAID.value, State.PARTIALLY_REFUNDED.value, State.REFUNDED.value)
 PAGE = 500
 
 
@@ -172,7 +173,15 @@ def _said(trade: ChannelTrade | None) -> str:
 
 
 def _held_by_callback(db: Session, item: ReconItem, channel: str) -> bool:
-    """The inbox held a charge of this order and amount in suspense, and no other item of this run claims it."""
+    key = _held_key(db, item, channel)
+    if key is not None:
+        _settle(item, Resolution.HELD_BY_CALLBACK, key=key, note="already in suspense by the callbacks inbox")
+    return key is not None
+
+
+def _held_key(db: Session, item: ReconItem, channel: str) -> str | None:
+    """The suspense entry of a charge of this order and amount the inbox held, not claimed by another item of this
+    run."""
     candidates = db.scalars(
         select(PaymentCallback.id)
         .where(
@@ -188,12 +197,74 @@ def _held_by_callback(db: Session, item: ReconItem, channel: str) -> bool:
         if entry_by_key(db, key) is None:
             continue
         claimed = db.scalar(
-            select(ReconItem.id).where(ReconItem.run_id == item.run_id, ReconItem.ledger_key == key).limit(1)
+            select(ReconItem.id)
+            .where(ReconItem.run_id == item.run_id, ReconItem.ledger_key == key, ReconItem.id != item.id)
+            .limit(1)
         )
         if claimed is None:
-            _settle(item, Resolution.HELD_BY_CALLBACK, key=key, note="already in suspense by the callbacks inbox")
-            return True
-    return False
+            return key
+    return None
+
+
+# --- charges parked before their callback came ------------------------------------------------------------------
+
+
+def sweep(sessions: sessionmaker[Session], channel: str) -> int:
+    """Undo the parking of channel-only charges the callbacks inbox has settled since (the callback came after the
+    statement: it paid the order, or held the charge in suspense itself), so that no charge is counted twice.
+    Returns how many were undone."""
+    with unit_of_work(sessions) as db:
+        candidates = db.scalars(
+            select(ReconItem.id)
+            .join(ReconRun, ReconRun.id == ReconItem.run_id)
+            .where(
+                ReconRun.channel == channel,
+                ReconItem.kind == "payment",
+                ReconItem.category == Category.CHANNEL_ONLY.value,
+                ReconItem.occurrence == 1,
+                ReconItem.resolution == Resolution.PARKED.value,
+            )
+            .order_by(ReconItem.id)
+        ).all()
+    undone = 0
+    for item_id in candidates:
+        with unit_of_work(sessions) as db:
+            hold_writer(db)
+            item = db.get(ReconItem, item_id, with_for_update=True)
+            if item is not None and item.resolution == Resolution.PARKED.value:
+                undone += _undo_if_settled(db, item, channel)
+    return undone
+
+
+def _undo_if_settled(db: Session, item: ReconItem, channel: str) -> int:
+    parked = entry_by_key(db, item.ledger_key) if item.ledger_key else None
+    if parked is None or (item.note or "").startswith("parked by an earlier run"):
+        return 0
+    order = repository.order_by_no(db, item.order_no or "", for_update=True)
+    paid = (
+        order is not None
+        and order.channel == channel
+        and order.state in PAID
+        and order.amount_fen == item.statement_fen
+        and entry_by_key(db, f"order:{order.order_no}:paid") is not None
+    )
+    held = None if paid else _held_key(db, item, channel)
+    if not paid and held is None:
+        return 0
+    amount = item.statement_fen or 0
+    key = f"{item.ledger_key}:undone"
+    if len(key) > MAX_KEY:
+        key = f"recon:undone:{hashlib.sha256((item.ledger_key or '').encode()).hexdigest()[:40]}"
+    clearing, suspense = accounts.clearing(channel), accounts.suspense(channel)
+    # The reverse of the parking entry (a channel-only charge parked as debit clearing, credit suspense).
+    post(db, key, "recon_undone", [debit(suspense, amount), credit(clearing, amount)], order_ref=item.order_no)
+    if paid:
+        _settle(item, Resolution.MATCHED_LATE, key=key, note="paid by its callback after it was parked: undone")
+    else:
+        # The callback's entry is the item's key, as for an item held when it was resolved: no other item claims it.
+        _settle(item, Resolution.HELD_BY_CALLBACK, key=held, note=f"held by its callback after it was parked: {key}")
+    log.info("reconciliation %s: parking of %s undone (%s)", channel, item.order_no, item.resolution)
+    return 1
 
 
 def _park(db: Session, item: ReconItem, channel: str, day: date, note: str | None = None) -> None:

@@ -113,11 +113,14 @@ def _resume(sessions: sessionmaker[Session], source: StatementSource, run: Recon
     started = time.perf_counter()
     if run.status != RunStatus.RESOLVED:
         _finish(sessions, source, run.id, day)
+    else:
+        resolution.sweep(sessions, source.channel)
     return Reconciled(run.id, True, run.lines, 0.0, 0.0, time.perf_counter() - started)
 
 
 def _finish(sessions: sessionmaker[Session], source: StatementSource, run_id: int, day: date) -> None:
     resolution.resolve(sessions, run_id, source.channel, day, source.query)
+    resolution.sweep(sessions, source.channel)  # earlier runs' parked charges whose callbacks came since
     with unit_of_work(sessions) as db:
         resolution.hold_writer(db)
         run = db.get(ReconRun, run_id, with_for_update=True)
