@@ -60,5 +60,5 @@ class WithholdingLine(Base):
     agreement_no: Mapped[str] = mapped_column(String(40))
     amount_fen: Mapped[int] = mapped_column(BigInteger)
     result_code: Mapped[str | None] = mapped_column(String(24))
-    outcome: Mapped[str | None] = mapped_column(String(16))  # paid, failed, held (charged but the order was not)
+    outcome: Mapped[str | None] = mapped_column(String(16))  # paid, failed, held (debited, order not payable), conflict
     bank_trade_no: Mapped[str | None] = mapped_column(String(64))

@@ -19,6 +19,7 @@ from payments.channels.common import ChannelRefusal
 from payments.ledger import accounts
 from payments.ledger.service import credit, debit, post
 from payments.orders import accounting
+from payments.orders.states import Reason
 from payments.withholding import files
 from payments.withholding.batches import CHANNEL, batch_by_no, batch_lines
 
@@ -42,6 +43,7 @@ class Imported:
     paid_fen: int = 0
     failed: Counter[str] = field(default_factory=Counter)
     held: list[str] = field(default_factory=list)  # charged by the bank, but the order was no longer payable
+    conflicts: list[str] = field(default_factory=list)  # not debited says the bank, paid says the order
 
     def report(self) -> dict[str, object]:
         return {
@@ -51,6 +53,7 @@ class Imported:
             "paid_fen": self.paid_fen,
             "failed": dict(self.failed),
             "held": self.held,
+            "conflicts": self.conflicts,
         }
 
 
@@ -94,7 +97,8 @@ def import_result(
         if line.code is files.ResultCode.SUCCESS:
             mine.bank_trade_no = line.bank_trade_no
             outcome = accounting.mark_paid(db, line.order_no, amount_fen=line.amount_fen)
-            if outcome.changed:
+            # Already paid is the same debit seen earlier by a query (payments/recovery): nothing more to post.
+            if outcome.changed or (outcome.refused is not None and outcome.refused.reason is Reason.DUPLICATE):
                 mine.outcome = "paid"
                 imported.paid += 1
                 imported.paid_fen += line.amount_fen
@@ -117,9 +121,15 @@ def import_result(
                     "batch %s line %s: charged but order %s not payable", batch.batch_no, line.seq, line.order_no
                 )
         else:
-            accounting.fail(db, line.order_no)
-            mine.outcome = "failed"
-            imported.failed[line.code.value] += 1
+            failed = accounting.fail(db, line.order_no)
+            if failed.refused is not None and failed.refused.reason is Reason.CONFLICT:
+                # The bank says not debited, yet the order was paid: reported for review, never applied.
+                mine.outcome = "conflict"
+                imported.conflicts.append(line.order_no)
+                log.warning("batch %s line %s: %s for a paid order", batch.batch_no, line.seq, line.code.value)
+            else:
+                mine.outcome = "failed"
+                imported.failed[line.code.value] += 1
     batch.status, batch.result_sha256, batch.settled_at = "settled", digest, now
     db.flush()
     return imported

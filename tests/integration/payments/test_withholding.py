@@ -5,6 +5,7 @@ accounting (idempotent, refused whole when anything is off), the withholding ada
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -181,6 +182,7 @@ def test_batch_round_trip(runtime: Runtime, service: Bank) -> None:  # noqa: F81
         "paid_fen": AMOUNT,
         "failed": {"INSUFFICIENT_FUNDS": 1, "AGREEMENT_REVOKED": 1},
         "held": [],
+        "conflicts": [],
     }
     assert [order_state(runtime, o) for o in (paid, poor, revoked_at_bank)] == ["paid", "failed", "failed"]
     assert ledger(runtime) == {"clearing:withholding": AMOUNT, "fund:pension:110000": AMOUNT}
@@ -294,6 +296,54 @@ def test_a_debit_on_an_order_closed_meanwhile_is_held(runtime: Runtime, service:
     assert order_state(runtime, order_no) == "closed"
     assert ledger(runtime) == {"clearing:withholding": AMOUNT, "suspense:withholding": AMOUNT}
     assert outcomes(runtime) == [(order_no, "SUCCESS", "held")]
+
+
+def test_orders_settled_before_the_result_file(runtime: Runtime, service: Bank) -> None:  # noqa: F811
+    """A debit already seen paid by a query is not posted twice; a 'not debited' for an order paid meanwhile is a
+    conflict for review, never applied."""
+    agree(runtime, service, "AG1", "alice")
+    agree(runtime, service, "AG2", "bob", balance=1)
+    seen_paid = new_order(runtime, "withholding", submit=False, payer="alice")
+    paid_elsewhere = new_order(runtime, "withholding", submit=False, payer="bob")
+    exported = export(runtime)
+    data, signature = service.sandbox.result_file(exported.data, exported.signature)
+    with unit_of_work(runtime.sessions) as db:
+        accounting.mark_paid(db, seen_paid, amount_fen=AMOUNT)  # the recovery job's query found it debited
+        accounting.mark_paid(db, paid_elsewhere, amount_fen=AMOUNT)  # however it happened: it is paid
+    report = apply(runtime, service, data, signature)
+    assert (report["paid"], report["failed"], report["held"]) == (1, {}, [])
+    assert report["conflicts"] == [paid_elsewhere]
+    assert (order_state(runtime, seen_paid), order_state(runtime, paid_elsewhere)) == ("paid", "paid")
+    assert ledger(runtime) == {"clearing:withholding": 2 * AMOUNT, "fund:pension:110000": 2 * AMOUNT}
+    assert [outcome for _, _, outcome in outcomes(runtime)] == ["paid", "conflict"]
+
+
+def test_concurrent_exports_put_each_order_in_one_batch(runtime: Runtime, service: Bank) -> None:  # noqa: F811
+    for i in range(6):
+        agree(runtime, service, f"AG{i}", f"payer{i}")
+        new_order(runtime, "withholding", submit=False, payer=f"payer{i}")
+    barrier = threading.Barrier(2)
+    results: list[batches.Exported | BaseException] = []
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            results.append(export(runtime))
+        except BaseException as exc:  # the loser's failure, if any, is checked below
+            results.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    exported = [r for r in results if isinstance(r, batches.Exported)]
+    # A loser may fail on the database (SQLite's single writer) and roll back whole; it never doubles an order.
+    assert exported and sum(e.count for e in exported) == 6
+    lines = outcomes(runtime)
+    assert len(lines) == 6 and len({order_no for order_no, _, _ in lines}) == 6
+    with unit_of_work(runtime.sessions) as db:
+        assert db.scalar(select(func.sum(WithholdingBatch.line_count))) == 6
 
 
 def test_a_lost_debit_file_is_written_again_byte_for_byte(runtime: Runtime, service: Bank) -> None:  # noqa: F811
