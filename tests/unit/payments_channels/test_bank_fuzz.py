@@ -6,14 +6,16 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import httpx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from payments.channels import bank
+from payments.channels.bank_adapter import BankAdapter, BankConfig
 from payments.channels.base import StatementError
 from payments.channels.common import ChannelRefusal
 from payments.withholding import files
-from tests.unit.payments_channels.test_bank import BANK_KEY, MERCHANT, NOW, PAID, REFUND, RING, STATEMENT
+from tests.unit.payments_channels.test_bank import BANK_KEY, MERCHANT, NOW, OUR_KEY, PAID, REFUND, RING, STATEMENT
 from tests.unit.payments_channels.test_bank_files import DEBIT_BYTES, RESULT_BYTES
 
 FUZZ = settings(max_examples=300, deadline=None)
@@ -103,3 +105,17 @@ def test_file_signature(signature: bytes, data: bytes) -> None:
     good = bank.sign_file(BANK_KEY, files.RESULT, RESULT_BYTES)
     with contextlib.suppress(ChannelRefusal):
         bank.verify_file(RING, files.RESULT, RESULT_BYTES, _mutate(good, len(signature), data[:4], 2))
+
+
+_ADAPTER = BankAdapter(BankConfig(MERCHANT, OUR_KEY, RING), httpx.Client())
+
+
+@FUZZ
+@given(st.sampled_from([PAID, REFUND]), st.sampled_from([*PAID, *REFUND]), json_values)
+def test_adapter_reads_any_signed_body(good: dict[str, Any], name: str, value: Any) -> None:
+    """Signed by the bank and still nonsense: refused, never another exception."""
+    raw = bank.dumps({**good, name: value})
+    headers = bank.sign_headers(BANK_KEY, bank.NOTIFY, MERCHANT, raw, now=NOW)
+    with contextlib.suppress(ChannelRefusal):
+        verified = _ADAPTER.read_callback(headers, raw, now=NOW)
+        assert verified.nonce == headers["Bank-Nonce"] and verified.nonce_ttl > 300
