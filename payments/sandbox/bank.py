@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from payments.channels import bank
 from payments.channels.base import LineKind, StatementLine
@@ -394,7 +395,8 @@ class BankSandbox:
                     answer = _error("SYSTEM_ERROR", "try again later")
                 else:
                     try:
-                        answer = handler(payload)
+                        # Off the event loop: a card charge sends its callback before answering.
+                        answer = await run_in_threadpool(handler, payload)
                     except _Declined as exc:
                         answer = _error(exc.code, exc.message)
                     except ChannelRefusal as refusal:  # a field of the request missing or malformed
