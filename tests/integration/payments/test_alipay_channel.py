@@ -264,6 +264,23 @@ def test_a_refund_whose_answer_is_lost_is_settled_by_the_notice(
     assert sandbox.trades[order_no].refunded_fen == 5000
 
 
+def test_a_second_refund_whose_answer_is_lost_is_settled_when_sent_again(
+    client: TestClient, runtime: Runtime, adapter: AlipayAdapter, sandbox: AlipaySandbox
+) -> None:
+    order_no = new_order(runtime, adapter)
+    sandbox.pay(order_no)
+    assert _refund(runtime, client, order_no, "RA" + order_no[2:], 2000) == "succeeded"
+    sandbox.fail_next(1, GatewayFault.LOST_RESPONSE)
+    # The notice's refund_fee (50.00, the total) is not this refund's 30.00: held, and no answer came back.
+    assert _refund(runtime, client, order_no, "RB" + order_no[2:], 3000) == "requested"
+    assert inbox(runtime)[-1] == ("refund:succeeded", "held_amount_mismatch")
+    # What the recovery sweep does: send again; Alipay answers fund_change N, the refund query says succeeded.
+    refunds.send(runtime, registry.current(client.app), "RB" + order_no[2:])  # type: ignore[arg-type]
+    assert state(runtime, order_no)[1] == {"clearing:alipay": AMOUNT - 5000, "fund:pension:110000": AMOUNT - 5000}
+    assert sandbox.trades[order_no].refunded_fen == 5000
+    assert sandbox.calls[-2:] == ["alipay.trade.refund", "alipay.trade.fastpay.refund.query"]
+
+
 def test_a_refund_that_never_reached_alipay_stays_requested(
     client: TestClient, runtime: Runtime, adapter: AlipayAdapter, sandbox: AlipaySandbox
 ) -> None:
