@@ -267,6 +267,8 @@ def cmd_payments_reconcile(args: argparse.Namespace) -> int:
             result = report(session, done.run_id, limit=args.limit) or {}
     except sources.UnknownChannel as exc:
         raise CommandError(str(exc)) from None
+    except OSError as exc:
+        raise CommandError(f"cannot read the statement: {exc.strerror or exc}") from None
     except StatementError as exc:
         # Refused whole: nothing of the file was imported.
         print(json.dumps({"error": "statement_refused", "line": exc.line_no, "message": str(exc)}, ensure_ascii=False))

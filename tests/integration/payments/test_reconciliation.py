@@ -457,6 +457,8 @@ def test_reconcile_command_refuses_a_bad_bill_whole(
     assert out["error"] == "statement_refused" and out["line"] == 3
     assert count(cli_env, ReconRun) == 0 and count(cli_env, ReconItem) == 0
     assert main(["payments", "reconcile", "--channel", "nowhere", "--date", "2026-11-27", "--file", str(bill)]) == 1
+    missing = ["payments", "reconcile", "--channel", CH, "--date", "2026-11-27", "--file", str(tmp_path / "none")]
+    assert main(missing) == 1
 
 
 def test_the_same_file_imported_concurrently_is_one_run(runtime: Runtime) -> None:
