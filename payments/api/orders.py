@@ -25,6 +25,7 @@ from payments.channels.registry import ChannelsDep
 from payments.orders import checkout, service
 from payments.orders.domain import OrderError
 from payments.orders.models import PaymentOrder
+from payments.withholding.agreements import AgreementError
 
 PATH = "/v1/payments/orders"
 router = APIRouter(prefix=PATH, tags=["payments"])
@@ -95,6 +96,8 @@ def _create(runtime: Runtime, caller: service.Caller, claim: idempotency.Claim, 
         with unit_of_work(runtime.sessions) as db:
             order = service.create(db, spec, idempotency_key=claim.key_digest, idempotency_body=claim.fingerprint)
             answer = _answer(order)
+    except AgreementError as exc:
+        raise Problem(422, "agreement_required", str(exc)) from None
     except IntegrityError:
         # Another request under this key inserted first (its marker expired while it ran, or the store lost it):
         # the unique key digest refused ours, and its order, committed by now, is the answer.

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session, sessionmaker
 
 from authsvc.database import unit_of_work
-from authsvc.tokens.assurance import ACR_CARD_PIN
+from payments.channels import card_adapter
 from payments.channels.base import ChannelAdapter, PaymentOrderRef, PaymentStart, TradeStatus
 from payments.orders import accounting
 from payments.orders.domain import InsuranceType
@@ -32,7 +32,7 @@ log = logging.getLogger("sscard.payments")
 
 # The assurance a caller's login must have reached to start a payment on a channel, where the channel needs more
 # than the `payments` scope: the card's financial account is the cardholder's own money, so a card + PIN login.
-REQUIRED_ACR = {"card": ACR_CARD_PIN}
+REQUIRED_ACR = {card_adapter.NAME: card_adapter.REQUIRED_ACR}
 # Paid only through the bank's batch file (payments/withholding/), never started by a caller.
 BATCH_ONLY = frozenset({"withholding"})
 STARTABLE = (State.CREATED, State.PENDING)

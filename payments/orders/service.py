@@ -29,6 +29,9 @@ from payments.orders import repository
 from payments.orders.domain import InsuranceType, OrderError, OrderSpec, PayerKind, TierTable, validate
 from payments.orders.models import PaymentOrder
 from payments.orders.states import State
+from payments.withholding.agreements import require_agreement
+
+WITHHOLDING = "withholding"
 
 # The embedded default's table (demo and tests), used only while SSCARD_PAYMENT_TIERS is unset: the residents'
 # pension grades (yearly) and the employers' monthly ranges for two regions, 2025 and 2026. Amounts in fen.
@@ -151,7 +154,10 @@ def spec_from_json(doc: Any, caller: Caller, tiers: TierTable = DEFAULT_TIERS) -
 def create(
     db: Session, spec: OrderSpec, *, idempotency_key: str | None = None, idempotency_body: str | None = None
 ) -> PaymentOrder:
-    """Flush a new order; IntegrityError if `idempotency_key` (a digest) already belongs to an order."""
+    """Flush a new order; IntegrityError if `idempotency_key` (a digest) already belongs to an order, AgreementError
+    for a withholding order without an active agreement (better refused now than a failed debit weeks later)."""
+    if spec.channel == WITHHOLDING:
+        require_agreement(db, spec.payer_kind, spec.payer, spec.insured_ssn)
     return repository.add_order(db, spec, idempotency_key=idempotency_key, idempotency_body=idempotency_body)
 
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 from fastapi.testclient import TestClient
 
@@ -30,6 +31,7 @@ from payments.channels.registry import Channels, install
 from payments.ledger.check import check
 from payments.ledger.service import balances
 from payments.orders import repository
+from payments.withholding.agreements import add_agreement
 from tests.fixtures.oidc import register_client
 from tests.fixtures.service import PIN, Kiosk, add_kiosk, issue
 from tests.fixtures.softcard import evidence, open_card
@@ -158,6 +160,19 @@ def test_unknown_channel_refused_at_creation(client: TestClient, runtime: Runtim
 
 def test_orders_that_cannot_be_started(client: TestClient, runtime: Runtime, channels: dict) -> None:
     token = citizen_token(client, runtime, "alice")
+    # A withholding order needs the payer's agreement with the bank for this insured person first.
+    problem(create(client, token, {**ORDER, "channel": "withholding"}, key="k-wh0"), 422, "agreement_required")
+    with unit_of_work(runtime.sessions) as db:
+        add_agreement(
+            db,
+            agreement_no="AG-1",
+            payer_kind="agent",
+            payer=jwt.decode(token, options={"verify_signature": False})["sub"],
+            insured_ssn=ORDER["insured_ssn"],
+            account_token="acct-token-0001",
+            account_masked="622202******1234",
+            signed_at=datetime.now(UTC),
+        )
     batch = new_order(client, token, "k-wh", channel="withholding")
     problem(start(client, token, batch), 409, "paid_by_batch")
     assert channels["withholding"].asked == []
