@@ -124,7 +124,12 @@ class _Answer(Exception):
         self.result = {"code": code, "msg": _MSG.get(code, "Business Failed"), "sub_code": sub_code, "sub_msg": sub_msg}
 
 
-_MSG = {"10000": "Success", "20000": "Service Currently Unavailable", "40002": "Invalid Arguments"}
+_MSG = {
+    "10000": "Success",
+    "20000": "Service Currently Unavailable",
+    "40001": "Missing Required Arguments",
+    "40002": "Invalid Arguments",
+}
 
 
 def _china(moment: float) -> str:
