@@ -93,6 +93,10 @@ def gateway() -> Bank:
 
 @pytest.fixture
 def service(client: TestClient, runtime: Runtime) -> Bank:
+    return serve_bank(client, runtime)
+
+
+def serve_bank(client: TestClient, runtime: Runtime) -> Bank:
     """The sandbox calling back into the service, whose callback route has the bank's adapters installed."""
     env = make_bank(runtime.sessions)
     adapters = {"bank": env.adapter, "card": env.card, "withholding": env.withholding}

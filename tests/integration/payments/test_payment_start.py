@@ -36,6 +36,7 @@ from tests.fixtures.oidc import register_client
 from tests.fixtures.service import PIN, Kiosk, add_kiosk, issue
 from tests.fixtures.softcard import evidence, open_card
 from tests.integration.oauth.flows import code_grant
+from tests.integration.payments.test_bank_channel import serve_bank
 from tests.integration.payments.test_orders_api import ORDER, backend_token, citizen_token, create, problem
 
 PATH = "/v1/payments/orders"
@@ -275,3 +276,30 @@ def test_kiosk_card_login_pays_from_the_card_account(
         registry.set_terminal_status(db, "kiosk-pay", "disabled")
     refused = client.get(f"{PATH}/{order_no}", headers={"Authorization": f"Bearer {token}"})
     assert refused.status_code == 401 and "disabled" in refused.json()["detail"]
+
+
+def test_kiosk_pays_through_the_bank_card_account(client: TestClient, runtime: Runtime, tmp_path: Path) -> None:
+    """The same kiosk payment through the real card-account adapter and the bank sandbox: the linked account is
+    really debited once; an account without the funds is declined and the order waits, unpaid and unposted."""
+    bank_env = serve_bank(client, runtime)
+    kiosk = Kiosk(client, add_kiosk(runtime, tmp_path, "kiosk-bank"))
+    card = issue(runtime, tmp_path, generation=3)
+    login_id, challenge = kiosk.start()
+    token = kiosk.complete(login_id, evidence(open_card(card.path), challenge, kiosk.terminal_id, PIN)).json()[
+        "access_token"
+    ]
+    amount = ORDER["amount_fen"]
+    bank_env.sandbox.open_account("linked", amount + amount // 2)
+    bank_env.sandbox.link_card(card.card_number, "linked")
+    paid = new_order(client, token, "k-bank-1", channel="card", payer_kind="citizen")
+    answer = start(client, token, paid)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["order"]["state"] == "paid" and answer.json()["payment"]["method"] == "charged"
+    assert bank_env.sandbox.accounts["linked"].balance_fen == amount // 2
+    poor = new_order(client, token, "k-bank-2", channel="card", payer_kind="citizen")
+    declined = start(client, token, poor)
+    problem(declined, 409, "channel_declined")
+    assert declined.json()["channel_code"] == "INSUFFICIENT_FUNDS"
+    assert state(runtime, poor) == "created" and bank_env.sandbox.accounts["linked"].balance_fen == amount // 2
+    with unit_of_work(runtime.sessions) as db:
+        assert balances(db)["clearing:card"] == amount and check(db).ok
