@@ -20,6 +20,9 @@ from urllib.parse import urlsplit
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from authsvc.database import unit_of_work
@@ -729,3 +732,33 @@ def test_an_approved_refund_through_the_wechatpay_sandbox(
     else:
         assert order_state(runtime, order_no) == ("paid", 0, 0)
         assert ledger(runtime) == {CLEARING: BIG, FUND: BIG, REFUNDS: 0}
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=10), children, max_size=3),
+    max_leaves=8,
+)
+
+
+@hypothesis_settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=st.fixed_dictionaries(
+        {},
+        optional={
+            "order_no": st.text(max_size=40) | _json_values,
+            "amount_fen": st.integers() | _json_values,
+            "reason": st.text(max_size=210) | _json_values,
+            "extra": _json_values,
+        },
+    )
+    | _json_values
+)
+def test_any_body_is_answered_without_a_500(
+    client: TestClient, runtime: Runtime, channel: ScriptedChannel, alice: Op, body: Any
+) -> None:
+    # One key per body (json.dumps is printable ASCII), so each example is a fresh request, not a replay.
+    answer = request(client, alice, body, key=json.dumps(body)[:200])
+    assert answer.status_code in (201, 400, 404, 409, 422), answer.text
+    if answer.status_code != 201:
+        assert answer.headers["content-type"].startswith("application/problem+json") and answer.json()["reason"]
