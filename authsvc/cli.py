@@ -240,6 +240,15 @@ def cmd_payments_review(args: argparse.Namespace) -> int:
     return 1 if report["totals"] else 0
 
 
+def cmd_payments_refunds(args: argparse.Namespace) -> int:
+    from payments.refunds import service as refunds
+
+    with _admin() as (_, session):
+        found = refunds.find(session, order_no=args.order, state=args.state, limit=args.limit)
+        print(json.dumps({"refunds": [refunds.describe(r) for r in found]}, ensure_ascii=False, indent=2))
+    return 0
+
+
 def cmd_payments_reconcile(args: argparse.Namespace) -> int:
     from payments.channels.base import ChannelDeclined, ChannelUnavailable, StatementError
     from payments.reconciliation import sources
@@ -542,6 +551,16 @@ def build_parser() -> argparse.ArgumentParser:
     from payments.withholding.commands import add_parsers as add_withholding_parsers
 
     add_withholding_parsers(pay, add, cmd_payments_withholding)
+    p = add(
+        pay,
+        "refunds",
+        cmd_payments_refunds,
+        "list refunds, newest first, with who asked, who decided and what the channel said; prints JSON "
+        "(requesting and deciding is the operators' API, /v1/payments/refunds)",
+    )
+    p.add_argument("--state", choices=["awaiting_approval", "requested", "succeeded", "failed", "rejected"])
+    p.add_argument("--order", help="only this order's refunds")
+    p.add_argument("--limit", type=_count(1, 100), default=100, help="newest refunds shown (default 100)")
     p = add(
         pay,
         "review",

@@ -25,6 +25,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
+from authsvc.cli import main
 from authsvc.database import unit_of_work
 from authsvc.runtime import Runtime
 from payments.channels import registry
@@ -762,3 +763,16 @@ def test_any_body_is_answered_without_a_500(
     assert answer.status_code in (201, 400, 404, 409, 422), answer.text
     if answer.status_code != 201:
         assert answer.headers["content-type"].startswith("application/problem+json") and answer.json()["reason"]
+
+
+def test_the_refunds_command(
+    client: TestClient, cli_env: Runtime, channel: ScriptedChannel, alice: Op, capsys: pytest.CaptureFixture[str]
+) -> None:
+    small = request(client, alice, refund_body(paid_order(cli_env), 100), key="1").json()
+    large = request(client, alice, refund_body(paid_order(cli_env, BIG), BIG), key="2").json()
+    assert main(["payments", "refunds"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"refunds": [large, small]}
+    assert main(["payments", "refunds", "--state", "awaiting_approval"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"refunds": [large]}
+    assert main(["payments", "refunds", "--order", small["order_no"]]) == 0
+    assert json.loads(capsys.readouterr().out) == {"refunds": [small]}
