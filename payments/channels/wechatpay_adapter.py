@@ -291,8 +291,12 @@ class WechatPayAdapter:
             raise ChannelUnavailable(f"WeChat Pay's answer to {method} does not verify ({refusal.reason})") from None
         if response.status_code >= 300:
             code, message = _error(response)
-            if code in _RETRYABLE or response.status_code in (429,):
+            if code in _RETRYABLE or response.status_code == 429:
                 raise ChannelUnavailable(f"WeChat Pay {method}: {code}")
+            if code == "SIGN_ERROR" or response.status_code == 401:
+                # Our signature was refused (a merchant key or serial out of date): nothing was done, and it is not
+                # the channel's final word on the payment or refund, so callers must not conclude from it.
+                raise ChannelUnavailable(f"WeChat Pay refused our request signature ({code}): check the merchant key")
             raise ChannelDeclined(code, message)
         return response
 
