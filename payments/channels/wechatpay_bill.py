@@ -260,54 +260,49 @@ def _yuan(fen: int) -> str:
     return f"{sign}{whole}.{cents:02d}"
 
 
-def _safe(text: str, name: str) -> str:
-    # The format has no quoting: a comma or a line break inside a field would shift every column after it.
-    if "," in text or "\n" in text or "\r" in text:
-        raise ValueError(f"{name} may not contain commas or line breaks")
-    return text
-
-
 def render(rows: Iterable[BillRow], *, bom: bool = True) -> Iterator[bytes]:
     """The trade bill for `rows`, line by line (CRLF ends), with the summary computed as it goes: constant memory,
-    so a million-line bill can be streamed to a file or into `parse`."""
+    so a million-line bill can be streamed to a file or into `parse`. A text field holding a comma or a line break
+    is refused (ValueError): the format has no quoting, so it would shift every column after it."""
     yield ((_BOM if bom else "") + HEADER + "\r\n").encode("utf-8")
     totals = _Totals()
+    last_at: datetime | None = None
+    when = ""
     for row in rows:
         if not 0 < row.amount_fen <= MAX_FEN:
             raise ValueError("a bill row's amount is positive fen")
-        at = row.occurred_at.astimezone(CHINA)
-        when = f"{at.year:04d}-{at.month:02d}-{at.day:02d} {at.hour:02d}:{at.minute:02d}:{at.second:02d}"
+        if row.occurred_at != last_at:  # consecutive rows often share their second
+            at = row.occurred_at.astimezone(CHINA)
+            when = f"{at.year:04d}-{at.month:02d}-{at.day:02d} {at.hour:02d}:{at.minute:02d}:{at.second:02d}"
+            last_at = row.occurred_at
         amount = _yuan(row.amount_fen)
         if row.kind is LineKind.PAYMENT:
             fee = row.fee_fen
-            settle = order = amount
-            refund_part = "`,`,`0.00,`0.00,`,`"
+            line = (
+                f"`{when},`{row.appid},`{row.mchid},`0,`,`{row.transaction_id},`{row.out_trade_no},`{row.openid},"
+                f"`NATIVE,`SUCCESS,`OTHERS,`CNY,`{amount},`0.00,`,`,`0.00,`0.00,`,`,`{row.description},`,"
+                f"`{_yuan(fee)},`0.60%,`{amount},`0.00,`"
+            )
             totals.settle += row.amount_fen
             totals.order += row.amount_fen
         else:
             fee = -row.fee_fen
-            settle = order = "0.00"
-            refund_part = (
-                f"`{_safe(row.refund_id, 'refund_id')},`{_safe(row.out_refund_no, 'out_refund_no')},`{amount},`0.00,"
-                f"`ORIGINAL,`{_safe(row.refund_status, 'refund_status')}"
+            line = (
+                f"`{when},`{row.appid},`{row.mchid},`0,`,`{row.transaction_id},`{row.out_trade_no},`{row.openid},"
+                f"`NATIVE,`REFUND,`OTHERS,`CNY,`0.00,`0.00,`{row.refund_id},`{row.out_refund_no},`{amount},`0.00,"
+                f"`ORIGINAL,`{row.refund_status},`{row.description},`,`{_yuan(fee)},`0.60%,`0.00,`{amount},`"
             )
             totals.refund += row.amount_fen
             totals.refund_asked += row.amount_fen
+        # One check for every text field at once: exactly the separators the format has, and no line break.
+        if line.count(",") != FIELDS - 1 or "\n" in line or "\r" in line:
+            raise ValueError("a bill field may not contain commas or line breaks")
         totals.count += 1
         totals.fee += fee
-        state = "SUCCESS" if row.kind is LineKind.PAYMENT else "REFUND"
-        line = (
-            f"`{when},`{_safe(row.appid, 'appid')},`{_safe(row.mchid, 'mchid')},`0,`,"
-            f"`{_safe(row.transaction_id, 'transaction_id')},`{_safe(row.out_trade_no, 'out_trade_no')},"
-            f"`{_safe(row.openid, 'openid')},`NATIVE,`{state},`OTHERS,`CNY,`{settle},`0.00,{refund_part},"
-            f"`{_safe(row.description, 'description')},`,`{_yuan(fee)},`0.60%,`{order},"
-            f"`{amount if row.kind is LineKind.REFUND else '0.00'},`\r\n"
-        )
-        yield line.encode("utf-8")
+        yield (line + "\r\n").encode("utf-8")
     yield (SUMMARY_HEADER + "\r\n").encode("utf-8")
     summary = (
         f"`{totals.count},`{_yuan(totals.settle)},`{_yuan(totals.refund)},`{_yuan(totals.coupon_refund)},"
         f"`{_yuan(totals.fee)},`{_yuan(totals.order)},`{_yuan(totals.refund_asked)}\r\n"
     )
     yield summary.encode("utf-8")
-
