@@ -22,13 +22,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import String, cast, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from payments.callbacks.models import CallbackOutcome, PaymentCallback
 from payments.channels.base import ChannelEvent, Kind, RefundEvent
 from payments.ledger import accounts
+from payments.ledger.models import LedgerEntry
 from payments.ledger.service import credit, debit, post
 from payments.orders import accounting, repository
 from payments.orders.states import Reason
@@ -145,6 +146,8 @@ def _hold(db: Session, row: PaymentCallback, event: ChannelEvent, kind: str) -> 
     """A charge we do not apply still left the payer's account: clearing owes it, suspense holds it for review."""
     if event.kind is not Kind.PAID:
         return
+    if _held_before(db, row, event):
+        return
     amount = event.amount_fen
     post(
         db,
@@ -153,3 +156,20 @@ def _hold(db: Session, row: PaymentCallback, event: ChannelEvent, kind: str) -> 
         [debit(accounts.clearing(event.channel), amount), credit(accounts.suspense(event.channel), amount)],
         order_ref=event.order_no,
     )
+
+
+def _held_before(db: Session, row: PaymentCallback, event: ChannelEvent) -> bool:
+    """The same charge (its trade number) already held in suspense through another row: its callback and the
+    recovery sweep's query (payments/recovery/) both report it, and the money must sit in suspense once. The order
+    row lock taken before serialises the two."""
+    hold_key = literal("callback:") + cast(PaymentCallback.id, String) + literal(":suspense")
+    earlier = (
+        select(PaymentCallback.id)
+        .join(LedgerEntry, LedgerEntry.key == hold_key)
+        .where(
+            PaymentCallback.channel == event.channel,
+            PaymentCallback.channel_trade_no == event.channel_trade_no,
+            PaymentCallback.id != row.id,
+        )
+    )
+    return db.scalar(earlier.limit(1)) is not None

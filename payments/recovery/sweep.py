@@ -46,7 +46,7 @@ from authsvc.database import unit_of_work, utcnow
 from authsvc.runtime import Runtime
 from keys.channel_keys import ChannelKeyring
 from payments.callbacks import inbox
-from payments.callbacks.models import CallbackOutcome, PaymentCallback
+from payments.callbacks.models import CallbackOutcome
 from payments.channels.base import (
     ChannelAdapter,
     ChannelDeclined,
@@ -68,8 +68,6 @@ from payments.refunds import service as refunds
 log = logging.getLogger("sscard.payments.recovery")
 
 WAITING = (State.CREATED, State.PENDING)
-# The inbox outcomes of a charge that was not applied: its money already sits in suspense.
-_HELD = (CallbackOutcome.HELD_AMOUNT_MISMATCH, CallbackOutcome.CONFLICT, CallbackOutcome.UNKNOWN_ORDER)
 # A refund is asked about once its channel has had this long to answer the request itself.
 REFUND_FIRST_CHECK = timedelta(minutes=1)
 REFUND_REQUESTED = "requested"  # payments/orders/accounting.py REQUESTED
@@ -86,6 +84,7 @@ class Decision(StrEnum):
     UNAVAILABLE = "unavailable"  # no usable answer from the channel: nothing concluded, asked again later
     DECLINED = "declined"  # the channel declined the query or the close: asked again later
     NO_CHANNEL = "no_channel"  # the order's channel is not configured here: asked again later
+    ERROR = "error"  # an unexpected failure (logged): the claim's lease brings the order back
 
 
 class RefundDecision(StrEnum):
@@ -99,6 +98,7 @@ class RefundDecision(StrEnum):
     UNAVAILABLE = "unavailable"
     DECLINED = "declined"
     NO_CHANNEL = "no_channel"
+    ERROR = "error"  # an unexpected failure (logged): asked again next pass
 
 
 # What payments/refunds/service.apply_status did, other than applying the channel's outcome.
@@ -153,10 +153,17 @@ def sweep(
     sends a requested refund that never had an answer again (run() passes payments/refunds/service.send)."""
     report = SweepReport()
     for claimed in claim_due(sessions, now=now, order_ttl=order_ttl, batch=batch):
-        decision = recover_order(sessions, channels, claimed, now=now)
-        report.orders[decision] += 1
+        try:
+            report.orders[recover_order(sessions, channels, claimed, now=now)] += 1
+        except Exception:  # an adapter's bug, the database gone: one order's trouble must not stop the pass
+            log.exception("order %s: the sweep failed; its claim expires and it is asked about again", claimed.order_no)
+            report.orders[Decision.ERROR] += 1
     for refund in _requested_refunds(sessions, now=now, batch=batch):
-        report.refunds[recover_refund(sessions, channels, refund, resend_refund)] += 1
+        try:
+            report.refunds[recover_refund(sessions, channels, refund, resend_refund)] += 1
+        except Exception:
+            log.exception("refund %s: the sweep failed; it is asked about again next pass", refund.refund_no)
+            report.refunds[RefundDecision.ERROR] += 1
     return report
 
 
@@ -258,32 +265,22 @@ def _charged(sessions: sessionmaker[Session], claimed: _Claimed, trade: ChannelT
         },
     )
     with unit_of_work(sessions) as db:
-        if _already_held(db, claimed.channel, event.channel_trade_no):
-            # Its callback was held already: holding it again would count the money twice.
-            outcome = CallbackOutcome.HELD_AMOUNT_MISMATCH
-        else:
-            outcome = inbox.receive(db, event).outcome
+        # The inbox holds a charge in suspense once, whichever of its callback and this query reports it first.
+        outcome = inbox.receive(db, event).outcome
         order = db.scalar(select(PaymentOrder).where(PaymentOrder.order_no == claimed.order_no))
         assert order is not None
-        if outcome in (CallbackOutcome.APPLIED, CallbackOutcome.DUPLICATE):
-            order.next_check_at = None
-            decision = Decision.PAID if outcome is CallbackOutcome.APPLIED else Decision.SETTLED
+        # Paid, or a charge we did not apply (another amount, the order closed meanwhile) that review decides about:
+        # asking the channel again would only repeat it.
+        order.next_check_at = None
+        if outcome is CallbackOutcome.APPLIED:
+            decision = Decision.PAID
+        elif outcome is CallbackOutcome.DUPLICATE:
+            decision = Decision.SETTLED
         else:
-            # Review decides about a charge we did not apply; asking the channel again would only repeat it.
-            order.next_check_at = None
             decision = Decision.HELD
     level = logging.INFO if decision is not Decision.HELD else logging.WARNING
     log.log(level, "order %s: %s confirms a charge (%s): %s", claimed.order_no, claimed.channel, state, decision)
     return decision
-
-
-def _already_held(db: Session, channel: str, channel_trade_no: str) -> bool:
-    query = select(PaymentCallback.id).where(
-        PaymentCallback.channel == channel,
-        PaymentCallback.channel_trade_no == channel_trade_no,
-        PaymentCallback.outcome.in_([o.value for o in _HELD]),
-    )
-    return db.scalar(query.limit(1)) is not None
 
 
 def _ended(sessions: sessionmaker[Session], claimed: _Claimed, status: TradeStatus) -> Decision:

@@ -140,7 +140,7 @@ class SandboxChannel:
             doc["order_no"],
             doc["trade_no"],
             doc["state"],
-            Kind.PAID if doc["state"] == "SUCCESS" else Kind.OTHER,
+            Kind.PAID if doc["state"] in ("SUCCESS", "FINISHED") else Kind.OTHER,  # (Alipay's two paid states)
             doc["amount_fen"],
             "CNY",
             doc,
@@ -199,13 +199,10 @@ def orders(report: dict[str, object]) -> dict[str, int]:
     return {k: v for k, v in report["orders"].items() if v}  # type: ignore[attr-defined]
 
 
-def deliver(client: TestClient, order_no: str, amount_fen: int = AMOUNT, trade_no: str | None = None) -> None:
-    body = {
-        "order_no": order_no,
-        "trade_no": trade_no or f"42000{order_no}",
-        "state": "SUCCESS",
-        "amount_fen": amount_fen,
-    }
+def deliver(
+    client: TestClient, order_no: str, amount_fen: int = AMOUNT, trade_no: str | None = None, state: str = "SUCCESS"
+) -> None:
+    body = {"order_no": order_no, "trade_no": trade_no or f"42000{order_no}", "state": state, "amount_fen": amount_fen}
     answer = client.post(f"/v1/payments/callbacks/{CHANNEL}", content=json.dumps(body))
     assert answer.status_code == 204, answer.text
 
@@ -280,6 +277,24 @@ def test_a_charge_its_callback_already_held_is_not_held_twice(
     assert orders(run(runtime, channel, later(2))) == {"held": 1}
     with unit_of_work(runtime.sessions) as db:
         assert balances(db) == {CLEARING: AMOUNT - 1, SUSPENSE: AMOUNT - 1}
+
+
+def test_a_charge_the_sweep_held_is_not_held_again_by_its_callback(
+    runtime: Runtime, client: TestClient, channel: SandboxChannel
+) -> None:
+    order_no = new_order(runtime)
+    channel.take_payment(order_no, AMOUNT + 7)
+    assert orders(run(runtime, channel, later(2))) == {"held": 1}
+    deliver(client, order_no, AMOUNT + 7)  # the late callback of the same charge
+    deliver(client, order_no, AMOUNT + 7, state="FINISHED")  # and another paid state of it (Alipay's FINISHED)
+    with unit_of_work(runtime.sessions) as db:
+        assert balances(db) == {CLEARING: AMOUNT + 7, SUSPENSE: AMOUNT + 7} and check(db).ok
+        outcomes = list(db.scalars(select(PaymentCallback.outcome).order_by(PaymentCallback.id)))
+    assert outcomes == ["held_amount_mismatch"] * 3  # each recorded for review, the money held once
+    # Another charge (another trade number) on the same order is money of its own, held too.
+    deliver(client, order_no, AMOUNT + 7, trade_no="42000another")
+    with unit_of_work(runtime.sessions) as db:
+        assert balances(db) == {CLEARING: 2 * (AMOUNT + 7), SUSPENSE: 2 * (AMOUNT + 7)}
 
 
 @pytest.mark.parametrize(
@@ -399,6 +414,28 @@ def test_an_answer_about_another_order_is_no_answer(runtime: Runtime, channel: S
     channel.answer_for = "SO" + "0" * 24  # a paid trade, but of another order
     assert orders(run(runtime, channel, later(2))) == {"unavailable": 1}
     assert order_of(runtime, order_no).state == "pending" and paid_entries(runtime) == 0
+
+
+def test_an_adapter_bug_on_one_order_does_not_stop_the_pass(runtime: Runtime, channel: SandboxChannel) -> None:
+    start = utcnow() - timedelta(minutes=30)
+    broken, fine = (new_order(runtime, created_at=start + timedelta(minutes=i)) for i in range(2))
+    channel.take_payment(broken)
+    channel.take_payment(fine)
+    query = channel.query_payment
+
+    def buggy(order_no: str) -> ChannelTrade:
+        if order_no == broken:
+            raise KeyError("an adapter's own bug")
+        return query(order_no)
+
+    channel.query_payment = buggy  # type: ignore[method-assign]
+    now = utcnow()
+    assert orders(run(runtime, channel, now)) == {"error": 1, "paid": 1}
+    assert order_of(runtime, broken).state == "pending" and order_of(runtime, fine).state == "paid"
+    # Nothing concluded for it: its claim's lease brings it back.
+    assert run(runtime, channel, now + schedule.LEASE - timedelta(seconds=1))["orders_checked"] == 0
+    channel.query_payment = query  # type: ignore[method-assign]
+    assert orders(run(runtime, channel, now + schedule.LEASE)) == {"paid": 1}
 
 
 def test_an_order_of_a_channel_not_configured_is_kept(runtime: Runtime) -> None:
