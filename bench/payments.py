@@ -175,6 +175,40 @@ def delivery(platform: rsa.RSAPrivateKey, order_no: str, n: int) -> tuple[dict[s
     return wx_headers(platform, PUB_KEY_ID, raw, ts=int(time.time()), nonce=secrets.token_hex(16).upper()), raw
 
 
+def children(pid: int) -> set[int]:
+    """The server's worker processes (uvicorn spawns them from its master)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def pg_backends(url: str, dbname: str) -> set[int]:
+    with psycopg.connect(pg_url(url)) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,)
+        ).fetchall()
+    return {row[0] for row in rows}
+
+
+def cpu_seconds(pids: set[int]) -> float:
+    """User + system CPU of the processes still alive (from /proc/<pid>/stat)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of the whole line)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 async def post_all(deliveries: list[tuple[dict[str, str], bytes]], concurrency: int) -> dict[int, int]:
     statuses: dict[int, int] = {}
     queue = iter(deliveries)
@@ -199,9 +233,14 @@ def bench_callbacks(args: argparse.Namespace, home: Path) -> tuple[dict[str, Any
     server = start_server(env, PORT, args.workers)
     try:
         asyncio.run(post_all([delivery(platform, no, 10**9 + n) for n, no in enumerate(warmup)], args.concurrency))
+        workers, backends = children(server.pid), pg_backends(url, dbname)
+        cpu_before = cpu_seconds(workers), cpu_seconds(backends)
         started = time.perf_counter()
         statuses = asyncio.run(post_all(deliveries, args.concurrency))
         elapsed = time.perf_counter() - started
+        backends = pg_backends(url, dbname) | backends  # the pools may have grown
+        service_cpu = cpu_seconds(workers) - cpu_before[0]
+        database_cpu = cpu_seconds(backends) - cpu_before[1]
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -223,6 +262,11 @@ def bench_callbacks(args: argparse.Namespace, home: Path) -> tuple[dict[str, Any
             "paid_entries": entries,
             "seconds": round(elapsed, 2),
             "applied_per_second": round(applied / elapsed, 1),
+            # CPU per applied callback, whatever else the machine is doing: the service's workers, and the
+            # PostgreSQL backends serving them (a backend that came and went during the run is not counted).
+            "service_cpu_ms_per_callback": round(service_cpu / applied * 1000, 2),
+            "postgresql_cpu_ms_per_callback": round(database_cpu / applied * 1000, 2),
+            "machine_load_average": os.getloadavg()[0],
             "workers": args.workers,
             "concurrency": args.concurrency,
         },
