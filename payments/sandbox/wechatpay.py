@@ -140,6 +140,7 @@ class WechatPaySandbox:
         self.platform_cert_key = _rsa()
         self.platform_certificate = self._certificate(self.platform_cert_key)
         self.certificate_serial = format(self.platform_certificate.serial_number, "X")
+        self.retired_certificates: list[x509.Certificate] = []  # still listed by /v3/certificates, no longer signing
         self.trades: dict[str, Trade] = {}
         self.refunds: dict[str, SandboxRefund] = {}
         self.deliveries: list[Delivery] = []
@@ -170,6 +171,16 @@ class WechatPaySandbox:
             .sign(key, hashes.SHA256())
         )
 
+    def rotate_certificate(self) -> str:
+        """A new platform certificate signs from now on (in certificate mode); the old one stays listed until it
+        expires, as during WeChat Pay's rotations. Returns the new serial."""
+        with self._lock:
+            self.retired_certificates.append(self.platform_certificate)
+            self.platform_cert_key = _rsa()
+            self.platform_certificate = self._certificate(self.platform_cert_key)
+            self.certificate_serial = format(self.platform_certificate.serial_number, "X")
+            return self.certificate_serial
+
     @property
     def certificate_pem(self) -> bytes:
         return self.platform_certificate.public_bytes(serialization.Encoding.PEM)
@@ -177,6 +188,10 @@ class WechatPaySandbox:
     def platform_keys(self) -> wx.PlatformKeys:
         """Both of the sandbox's platform keys, as a merchant configures them."""
         return wx.PlatformKeys.of(
+            *(
+                wx.PlatformKeys.certificate_entry(cert.public_bytes(serialization.Encoding.PEM))
+                for cert in self.retired_certificates
+            ),
             wx.PlatformKeys.certificate_entry(self.certificate_pem),
             wx.PlatformKeys.public_key_entry(self.public_key_id, _pem_public(self.platform_public_key)),
         )
@@ -677,25 +692,25 @@ class WechatPaySandbox:
         return Response(content=data, media_type="application/octet-stream")
 
     def _certificates(self, request: Request, req: dict[str, Any]) -> dict[str, Any]:
-        cert = self.platform_certificate
-        resource = wx.encrypt_resource(
-            self.certificate_pem,
-            self.apiv3_key,
-            nonce=secrets.token_urlsafe(9)[:12],
-            associated_data="certificate",
-            original_type="certificate",
-        )
-        del resource["original_type"]
-        return {
-            "data": [
+        data = []
+        for cert in [*self.retired_certificates, self.platform_certificate]:
+            resource = wx.encrypt_resource(
+                cert.public_bytes(serialization.Encoding.PEM),
+                self.apiv3_key,
+                nonce=secrets.token_urlsafe(9)[:12],
+                associated_data="certificate",
+                original_type="certificate",
+            )
+            del resource["original_type"]
+            data.append(
                 {
-                    "serial_no": self.certificate_serial,
+                    "serial_no": format(cert.serial_number, "X"),
                     "effective_time": _rfc3339(cert.not_valid_before_utc),
                     "expire_time": _rfc3339(cert.not_valid_after_utc),
                     "encrypt_certificate": resource,
                 }
-            ]
-        }
+            )
+        return {"data": data}
 
     def _driver_routes(self, app: FastAPI) -> None:
         """Unauthenticated /sandbox/ routes for a person driving a standalone sandbox (never on the real API)."""

@@ -245,3 +245,22 @@ def test_a_refund_whose_answer_is_lost_stays_requested(
         refund = repository.refund_by_no(db, "RF" + order_no[2:])
         assert refund is not None and refund.state == "requested"
         assert check(db).ok
+
+
+def test_a_refund_notification_delivered_twice_settles_once(
+    client: TestClient, runtime: Runtime, adapter: WechatPayAdapter, sandbox: WechatPaySandbox
+) -> None:
+    order_no = new_order(runtime, adapter)
+    sandbox.pay(order_no)
+    refund_no = "RF" + order_no[2:]
+    _refund(runtime, client, order_no, refund_no, AMOUNT)
+    sandbox.settle_refund(refund_no, "SUCCESS", delivery="twice")
+    assert [d.status for d in sandbox.deliveries[-2:]] == [204, 204]
+    with unit_of_work(runtime.sessions) as db:
+        refund = repository.refund_by_no(db, refund_no)
+        order = repository.order_by_no(db, order_no)
+        assert refund is not None and refund.state == "succeeded"
+        assert order is not None and order.state == "refunded"
+        assert check(db).ok
+        assert {a: fen for a, fen in balances(db).items() if fen} == {}  # all of it went back to the payer
+    assert [row for row in inbox(runtime) if row[0].startswith("refund:")] == [("refund:succeeded", "applied")]

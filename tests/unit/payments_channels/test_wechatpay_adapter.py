@@ -831,3 +831,47 @@ def test_the_bill_sha1_in_the_answer_is_of_the_file(adapter: WechatPayAdapter, s
     )
     answer = TestClient(sandbox.app).get(path, headers={"Authorization": header}).json()
     assert answer["hash_value"] == hashlib.sha1(sandbox.bill(day)).hexdigest()
+
+
+def _certificates(sandbox: WechatPaySandbox) -> list[dict[str, Any]]:
+    assert sandbox.merchant_private_key is not None
+    header = wx.authorization_header(
+        method="GET",
+        url="/v3/certificates",
+        body="",
+        mchid=sandbox.mchid,
+        serial_no=sandbox.merchant_serial,
+        private_key=sandbox.merchant_private_key,
+        timestamp=NOW,
+    )
+    response = TestClient(sandbox.app).get("/v3/certificates", headers={"Authorization": header})
+    wx.verify_callback(response.headers, response.content, sandbox.platform_keys(), now=NOW)
+    return response.json()["data"]  # type: ignore[no-any-return]
+
+
+def test_a_certificate_rotation_is_followed_by_downloading_the_certificates(
+    merchant_key: rsa.RSAPrivateKey, inbox: Inbox
+) -> None:
+    sandbox = WechatPaySandbox(merchant_private_key=merchant_key, clock=lambda: NOW, sender=inbox, mode="certificate")
+    adapter = make_adapter(sandbox)
+    old_serial = sandbox.certificate_serial
+    new_serial = sandbox.rotate_certificate()
+    with pytest.raises(ChannelUnavailable):  # signed with a certificate the merchant does not hold yet
+        adapter.query_payment(ORDER)
+    entries = _certificates(sandbox)
+    assert [e["serial_no"] for e in entries] == [old_serial, new_serial]  # the old one stays listed
+    downloaded = []
+    for entry in entries:
+        sealed = entry["encrypt_certificate"]
+        pem = sdk.aes_decrypt(
+            sealed["nonce"], sealed["ciphertext"], sealed["associated_data"], sandbox.apiv3_key.decode()
+        )
+        downloaded.append(wx.PlatformKeys.certificate_entry(pem.encode()))
+    config = adapter.config
+    adapter.config = WechatPayConfig(
+        mchid=config.mchid,
+        appid=config.appid,
+        platform_keys=wx.PlatformKeys.of(*downloaded),
+        apiv3_key=config.apiv3_key,
+    )
+    assert adapter.query_payment(ORDER).status is TradeStatus.NOT_FOUND
