@@ -20,7 +20,8 @@ def delay(attempts: int) -> timedelta:
     return min(FIRST_DELAY * 2 ** min(attempts, 16), MAX_DELAY)
 
 
-def next_check(now: datetime, attempts: int, expires_at: datetime) -> datetime:
-    """The next check: after the back-off, but never after the expiry, so that an unpaid order is closed on time."""
+def next_check(now: datetime, attempts: int, expires_at: datetime | None) -> datetime:
+    """The next check: after the back-off, but never after the expiry (None: none), so that an unpaid order is closed
+    on time."""
     due = now + delay(attempts)
-    return min(due, expires_at) if now < expires_at else due
+    return min(due, expires_at) if expires_at is not None and now < expires_at else due

@@ -19,7 +19,9 @@ What the channel says decides, never our guess:
 | unpaid, paying, not found | asked again later (back-off) | closed at the channel first, then here (*) |
 | no answer, a decline, no adapter | asked again later: nothing concluded | same |
 
-(*) the channel's close says closed or not found → closed; already paid → asked again and paid (or held).
+(*) the channel's close says closed or not found → closed; already paid → asked again and paid (or held). Orders of
+a batch channel (withholding: paid by the bank's next debit file, which may be a day away) have no expiry here: they
+are asked about, never closed by the sweep.
 
 A charge the channel confirms is recorded through the callbacks inbox (`payments/callbacks/inbox.py`) as an event of
 its own (`query:<channel trade no>:<state>`), so it is paid, held or reported exactly as a callback would be and
@@ -59,7 +61,7 @@ from payments.channels.base import (
 )
 from payments.channels.registry import Channels
 from payments.channels.setup import build_channels
-from payments.orders import accounting
+from payments.orders import accounting, checkout
 from payments.orders.models import PaymentOrder, PaymentRefund
 from payments.orders.states import State
 from payments.recovery import schedule
@@ -131,7 +133,7 @@ class _Claimed:
     channel: str
     amount_fen: int
     attempts: int
-    expires_at: datetime
+    expires_at: datetime | None  # None: a batch channel's order, never closed by the sweep
 
 
 class _Unusable(Exception):
@@ -189,7 +191,7 @@ def claim_due(sessions: sessionmaker[Session], *, now: datetime, order_ttl: time
                 .execution_options(synchronize_session=False)
             )
             if taken.rowcount == 1:  # type: ignore[attr-defined]
-                expires_at = order.created_at + order_ttl
+                expires_at = None if order.channel in checkout.BATCH_ONLY else order.created_at + order_ttl
                 claimed.append(
                     _Claimed(order.order_no, order.channel, order.amount_fen, order.check_attempts, expires_at)
                 )
@@ -207,7 +209,7 @@ def recover_order(sessions: sessionmaker[Session], channels: Channels, claimed: 
             return _charged(sessions, claimed, trade, now)
         if trade.status in (TradeStatus.FAILED, TradeStatus.CLOSED):
             return _ended(sessions, claimed, trade.status)
-        if now < claimed.expires_at:
+        if claimed.expires_at is None or now < claimed.expires_at:
             return _again(sessions, claimed, now, Decision.WAITING)
         # Expired. Close at the channel first: only once it says no charge can follow may we close our side.
         closed = adapter.close_payment(claimed.order_no)

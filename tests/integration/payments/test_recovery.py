@@ -349,6 +349,19 @@ def test_an_expired_order_the_channel_never_had_is_closed(runtime: Runtime, chan
     assert order_of(runtime, order_no).state == "closed"
 
 
+def test_a_batch_channels_order_is_asked_about_but_never_closed(runtime: Runtime) -> None:
+    bank = SandboxChannel(name="withholding")  # paid by the bank's next debit file, perhaps a day away
+    order_no = new_order(runtime, submitted=False, channel="withholding")
+    now = later(24 * 60)
+    report = sweep(runtime.sessions, Channels({"withholding": bank}), now=now, order_ttl=TTL).as_dict()  # type: ignore[dict-item]
+    assert orders(report) == {"waiting": 1} and bank.calls == [("query", order_no)]
+    order = order_of(runtime, order_no)
+    assert order.state == "created" and order.next_check_at == now + schedule.delay(0)
+    bank.take_payment(order_no)
+    report = sweep(runtime.sessions, Channels({"withholding": bank}), now=later(26 * 60), order_ttl=TTL).as_dict()  # type: ignore[dict-item]
+    assert orders(report) == {"paid": 1}
+
+
 def test_the_payer_paying_as_we_close_makes_it_paid_not_closed(runtime: Runtime, channel: SandboxChannel) -> None:
     order_no = new_order(runtime)
     channel.set_status(order_no, TradeStatus.UNPAID, "NOTPAY")
