@@ -150,7 +150,7 @@ class WechatPaySandbox:
         self.balance_short = False  # refunds answer 403 NOT_ENOUGH (the merchant's balance cannot cover them)
         self.requests: list[tuple[str, str]] = []  # (method, path) of every authenticated API call
         self._faults: list[str] = []
-        self._auth_nonces: set[tuple[str, str]] = set()
+        self._auth_nonces: dict[tuple[str, str], int] = {}  # (nonce, timestamp) → timestamp, inside the window
         self._downloads: dict[str, bytes] = {}
         self._lock = threading.RLock()
         self.app = self._build_app()
@@ -477,7 +477,10 @@ class WechatPaySandbox:
             nonce = (params["nonce_str"], params["timestamp"])
             if nonce in self._auth_nonces:
                 raise ApiError(401, "SIGN_ERROR", "重复的请求")
-            self._auth_nonces.add(nonce)
+            if len(self._auth_nonces) > 10_000:  # a long-running sandbox forgets what the window refuses anyway
+                oldest = self.clock() - AUTH_WINDOW_SECONDS
+                self._auth_nonces = {k: ts for k, ts in self._auth_nonces.items() if ts >= oldest}
+            self._auth_nonces[nonce] = int(params["timestamp"])
             self.requests.append((request.method, request.url.path))
 
     def _build_app(self) -> FastAPI:
