@@ -1,6 +1,6 @@
-"""What the callbacks inbox holds for people to look at: charges held for another amount, callbacks for orders we
-do not know, and events that contradicted an order's state. Read-only; resolving one is a reversing or moving
-ledger entry made by an operator, never an edit of the inbox."""
+"""What the callbacks inbox holds for people to look at: charges held for another amount, callbacks for orders or
+refunds we do not know, and events that contradicted an order's state. Read-only; resolving one is a reversing or
+moving ledger entry made by an operator, never an edit of the inbox."""
 
 from __future__ import annotations
 
@@ -11,7 +11,12 @@ from sqlalchemy.orm import Session
 
 from payments.callbacks.models import CallbackOutcome, PaymentCallback
 
-NEEDS_REVIEW = (CallbackOutcome.HELD_AMOUNT_MISMATCH, CallbackOutcome.UNKNOWN_ORDER, CallbackOutcome.CONFLICT)
+NEEDS_REVIEW = (
+    CallbackOutcome.HELD_AMOUNT_MISMATCH,
+    CallbackOutcome.UNKNOWN_ORDER,
+    CallbackOutcome.UNKNOWN_REFUND,
+    CallbackOutcome.CONFLICT,
+)
 
 
 def pending_review(db: Session, *, channel: str | None = None, limit: int = 100) -> dict[str, Any]:

@@ -62,6 +62,18 @@ class Outcome:
 
 
 def _locked(db: Session, order_no: str) -> PaymentOrder:
+    """The order row, locked until commit: every change of an order goes through here, so concurrent changes of one
+    order (a callback and the recovery sweep, two refunds) are serialised and each reads what the other wrote."""
+    if db.get_bind().dialect.name == "sqlite":
+        # pysqlite runs SELECTs before a transaction's first write outside any transaction, and FOR UPDATE means
+        # nothing there: a no-op write takes the single writer's lock now, so a concurrent change of this order
+        # waits for our commit and the reads below are current.
+        db.execute(
+            update(PaymentOrder)
+            .where(PaymentOrder.order_no == order_no)
+            .values(order_no=PaymentOrder.order_no)
+            .execution_options(synchronize_session=False)
+        )
     order = repository.order_by_no(db, order_no, for_update=True)
     if order is None:
         raise AccountingError(f"no order {order_no!r}")
@@ -254,16 +266,6 @@ def lock_refund(db: Session, refund_no: str) -> tuple[PaymentRefund, PaymentOrde
 def lock_order(db: Session, order_no: str) -> PaymentOrder:
     """The order row, locked until commit and read after the lock: the lock for everything about the order, refunds
     included. Call it before reading what a refund decision depends on (what is left, the refund's state)."""
-    if db.get_bind().dialect.name == "sqlite":
-        # pysqlite runs SELECTs before a transaction's first write outside any transaction, and FOR UPDATE means
-        # nothing there: a no-op write takes the single writer's lock now, so a concurrent change of this order
-        # waits for our commit and the reads below are current.
-        db.execute(
-            update(PaymentOrder)
-            .where(PaymentOrder.order_no == order_no)
-            .values(order_no=PaymentOrder.order_no)
-            .execution_options(synchronize_session=False)
-        )
     order = _locked(db, order_no)
     db.refresh(order)  # the object may have been loaded before the lock (a refund's joined order)
     return order
