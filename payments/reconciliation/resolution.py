@@ -7,7 +7,7 @@
   its `callback:<id>:suspense` entry already moved the money from clearing to suspense: `held_by_callback`, nothing
   posted again.
 * An ours-only payment: query the channel; PAID with our amount is a day-boundary case (the channel booked it on
-  another day): `matched_late`, nothing to post.
+  another day): `matched_late`, nothing to post. An ours-only refund the same way, with the channel's refund query.
 * Everything else is `parked`: one balanced entry between `clearing:<channel>` and `suspense:<channel>` that brings
   clearing to what the channel's statement says, keyed `recon:<channel>:<day>:<kind>:<reference>`, so a re-run, or a
   corrected file of the same day, never parks the same reference twice.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
 
 from sqlalchemy import false, select, update
@@ -25,7 +26,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from authsvc.database import unit_of_work, utcnow
 from payments.callbacks.models import CallbackOutcome, PaymentCallback
-from payments.channels.base import ChannelDeclined, ChannelTrade, ChannelUnavailable, TradeStatus
+from payments.channels.base import (
+    ChannelDeclined,
+    ChannelTrade,
+    ChannelUnavailable,
+    RefundOutcome,
+    RefundStatus,
+    TradeStatus,
+)
 from payments.ledger import accounts
 from payments.ledger.service import MAX_KEY, KeyReused, credit, debit, entry_by_key, post
 from payments.orders import accounting, repository
@@ -35,7 +43,16 @@ from payments.reconciliation.models import Category, ReconItem, ReconRun, Resolu
 
 log = logging.getLogger("sscard.payments.reconciliation")
 
-Query = Callable[[str], ChannelTrade]
+
+@dataclass(frozen=True)
+class Queries:
+    """The channel's answers reconciliation may ask for (None: not configured, the item is parked)."""
+
+    payment: Callable[[str], ChannelTrade] | None = None  # order_no
+    refund: Callable[[str, str], RefundStatus] | None = None  # order_no, refund_no
+
+
+Answer = ChannelTrade | RefundStatus
 HELD = (CallbackOutcome.HELD_AMOUNT_MISMATCH.value, CallbackOutcome.UNKNOWN_ORDER.value, CallbackOutcome.CONFLICT.value)
 UNPAID = (State.CREATED.value, State.PENDING.value)
 PAID = (State.PAID.value, State.PARTIALLY_REFUNDED.value, State.REFUNDED.value)
@@ -63,7 +80,7 @@ def ledger_key(item: ReconItem, channel: str, day: date) -> str:
     return key
 
 
-def resolve(sessions: sessionmaker[Session], run_id: int, channel: str, day: date, query: Query | None) -> None:
+def resolve(sessions: sessionmaker[Session], run_id: int, channel: str, day: date, queries: Queries) -> None:
     """Resolve every open item of the run (resumes where an interrupted run stopped)."""
     last = 0
     while True:
@@ -77,30 +94,32 @@ def resolve(sessions: sessionmaker[Session], run_id: int, channel: str, day: dat
         if not page:
             return
         for item_id in page:
-            _resolve_one(sessions, item_id, channel, day, query)
+            _resolve_one(sessions, item_id, channel, day, queries)
         last = page[-1]
 
 
-def _resolve_one(sessions: sessionmaker[Session], item_id: int, channel: str, day: date, query: Query | None) -> None:
+def _resolve_one(sessions: sessionmaker[Session], item_id: int, channel: str, day: date, queries: Queries) -> None:
     with unit_of_work(sessions) as db:
         item = _open_item(db, item_id)
         if item is None or not _needs_query(db, item, channel, day):
             return
-        order_no = item.order_no or ""
-    trade: ChannelTrade | None = None
+        kind, order_no, refund_no = item.kind, item.order_no or "", item.refund_no or ""
+    answer: Answer | None = None
     note = None
-    if query is None:
-        note = "no channel query configured"
-    else:
-        try:
-            trade = query(order_no)
-        except (ChannelUnavailable, ChannelDeclined) as exc:
-            note = f"channel query failed: {type(exc).__name__}"
-            log.warning("reconciliation %s %s: query of %s failed: %s", channel, day, order_no, exc)
+    try:
+        if kind == "payment" and queries.payment is not None:
+            answer = queries.payment(order_no)
+        elif kind == "refund" and queries.refund is not None:
+            answer = queries.refund(order_no, refund_no)
+        else:
+            note = "no channel query configured"
+    except (ChannelUnavailable, ChannelDeclined) as exc:
+        note = f"channel query failed: {type(exc).__name__}"
+        log.warning("reconciliation %s %s: query of %s failed: %s", channel, day, order_no, exc)
     with unit_of_work(sessions) as db:
         item = _open_item(db, item_id)
         if item is not None:
-            _apply_query(db, item, channel, day, trade, note)
+            _apply_query(db, item, channel, day, answer, note)
 
 
 def hold_writer(db: Session) -> None:
@@ -118,6 +137,8 @@ def _open_item(db: Session, item_id: int) -> ReconItem | None:
 
 def _needs_query(db: Session, item: ReconItem, channel: str, day: date) -> bool:
     """Settle the item now if no query can help (True: ask the channel first)."""
+    if item.kind == "refund" and item.category == Category.OURS_ONLY.value and item.occurrence == 1:
+        return True  # a refund the channel finished just after midnight is on the next day's statement
     if item.kind == "payment" and item.occurrence == 1:
         if item.category == Category.OURS_ONLY.value:
             return True
@@ -137,9 +158,20 @@ def _needs_query(db: Session, item: ReconItem, channel: str, day: date) -> bool:
 
 
 def _apply_query(
-    db: Session, item: ReconItem, channel: str, day: date, trade: ChannelTrade | None, note: str | None
+    db: Session, item: ReconItem, channel: str, day: date, answer: Answer | None, note: str | None
 ) -> None:
     order_no = item.order_no or ""
+    if isinstance(answer, RefundStatus) or item.kind == "refund":
+        if (
+            isinstance(answer, RefundStatus)
+            and answer.outcome is RefundOutcome.SUCCEEDED
+            and answer.amount_fen == item.ours_fen
+        ):
+            _settle(item, Resolution.MATCHED_LATE, note="the channel confirms the refund: on another day's statement")
+        else:
+            _park(db, item, channel, day, note or _said(answer))
+        return
+    trade = answer
     confirmed = trade is not None and trade.status is TradeStatus.PAID
     if item.category == Category.OURS_ONLY.value:
         if confirmed and trade is not None and trade.amount_fen == item.ours_fen:
@@ -166,10 +198,12 @@ def _apply_query(
         _park(db, item, channel, day, f"the order is {outcome.order.state}")
 
 
-def _said(trade: ChannelTrade | None) -> str:
-    if trade is None:
+def _said(answer: Answer | None) -> str:
+    if answer is None:
         return "the channel did not answer"
-    return f"the channel reports {trade.status} ({trade.raw_state or '-'}), {trade.amount_fen} fen"
+    if isinstance(answer, RefundStatus):
+        return f"the channel reports the refund {answer.outcome} ({answer.raw_state or '-'}), {answer.amount_fen} fen"
+    return f"the channel reports {answer.status} ({answer.raw_state or '-'}), {answer.amount_fen} fen"
 
 
 def _held_by_callback(db: Session, item: ReconItem, channel: str) -> bool:

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from authsvc.database import lock, unit_of_work, utcnow
-from payments.channels.base import ChannelAdapter, ChannelTrade, StatementError, StatementLine
+from payments.channels.base import ChannelAdapter, ChannelTrade, RefundStatus, StatementError, StatementLine
 from payments.reconciliation import matching, resolution, staging
 from payments.reconciliation.models import ReconItem, ReconRun, RunStatus
 
@@ -29,16 +29,17 @@ Parse = Callable[[Iterable[bytes]], Iterator[StatementLine]]
 
 @dataclass(frozen=True)
 class StatementSource:
-    """What reconciliation needs of a channel: its statement parser and, for automatic resolution, its payment query
-    (None: every discrepancy is parked for review)."""
+    """What reconciliation needs of a channel: its statement parser and, for automatic resolution, its payment and
+    refund queries (None: what they would settle is parked for review)."""
 
     channel: str
     parse: Parse
     query: Callable[[str], ChannelTrade] | None = None
+    query_refund: Callable[[str, str], RefundStatus] | None = None
 
     @classmethod
     def of(cls, adapter: ChannelAdapter) -> StatementSource:
-        return cls(adapter.name, adapter.parse_statement, adapter.query_payment)
+        return cls(adapter.name, adapter.parse_statement, adapter.query_payment, adapter.query_refund)
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,8 @@ def _resume(sessions: sessionmaker[Session], source: StatementSource, run: Recon
 
 
 def _finish(sessions: sessionmaker[Session], source: StatementSource, run_id: int, day: date) -> None:
-    resolution.resolve(sessions, run_id, source.channel, day, source.query)
+    queries = resolution.Queries(source.query, source.query_refund)
+    resolution.resolve(sessions, run_id, source.channel, day, queries)
     resolution.sweep(sessions, source.channel)  # earlier runs' parked charges whose callbacks came since
     with unit_of_work(sessions) as db:
         resolution.hold_writer(db)

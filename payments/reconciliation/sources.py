@@ -53,6 +53,6 @@ def source_for(runtime: Any, channel: str) -> Iterator[tuple[StatementSource, An
             log.warning("channel %s is not configured: discrepancies are parked without asking the channel", channel)
             yield StatementSource(channel, parse), None
         else:
-            yield StatementSource(channel, adapter.parse_statement, adapter.query_payment), adapter
+            yield StatementSource.of(adapter), adapter
     finally:
         built.close()

@@ -18,11 +18,14 @@ from authsvc.database import unit_of_work
 from authsvc.runtime import Runtime
 from payments.callbacks import inbox
 from payments.channels.base import (
+    ChannelDeclined,
     ChannelEvent,
     ChannelTrade,
     ChannelUnavailable,
     Kind,
     LineKind,
+    RefundOutcome,
+    RefundStatus,
     StatementError,
     StatementLine,
     TradeStatus,
@@ -83,10 +86,18 @@ def ref(order_no: str, refund_no: str, amount: int) -> tuple[str, str, str, int,
 class Channel:
     """The channel's side of a query, scripted per order; counts what was asked."""
 
-    def __init__(self, trades: dict[str, ChannelTrade] | None = None, *, down: bool = False) -> None:
+    def __init__(
+        self,
+        trades: dict[str, ChannelTrade] | None = None,
+        *,
+        down: bool = False,
+        refunds: dict[str, RefundStatus] | None = None,
+    ) -> None:
         self.trades = trades or {}
+        self.refunds = refunds or {}
         self.down = down
         self.asked: list[str] = []
+        self.asked_refunds: list[str] = []
 
     def query(self, order_no: str) -> ChannelTrade:
         self.asked.append(order_no)
@@ -94,8 +105,14 @@ class Channel:
             raise ChannelUnavailable("timeout")
         return self.trades.get(order_no, ChannelTrade(order_no, TradeStatus.NOT_FOUND))
 
+    def query_refund(self, order_no: str, refund_no: str) -> RefundStatus:
+        self.asked_refunds.append(refund_no)
+        if refund_no not in self.refunds:
+            raise ChannelDeclined("RESOURCE_NOT_EXISTS", "no such refund")
+        return self.refunds[refund_no]
+
     def source(self) -> StatementSource:
-        return StatementSource(CH, parse_lines, self.query)
+        return StatementSource(CH, parse_lines, self.query, self.query_refund)
 
 
 def paid_trade(order_no: str, amount: int = AMOUNT) -> ChannelTrade:
@@ -550,3 +567,26 @@ def test_a_parked_charge_whose_callback_comes_later_is_not_counted_twice(runtime
     assert resolved[closed][0] == "held_by_callback" and resolved[closed][1].startswith("callback:")
     reconcile(runtime.sessions, Channel().source(), DAY + timedelta(days=1), statement())
     assert ledger(runtime) == {CLEARING: 2 * AMOUNT, FUND: AMOUNT, SUSPENSE: AMOUNT}  # undone once only
+
+
+def test_an_ours_only_refund_the_channel_confirms_is_matched_late(runtime: Runtime) -> None:
+    confirmed, processing = paid_order(runtime), paid_order(runtime)
+    refunded(runtime, confirmed, "RC", 1000)
+    refunded(runtime, processing, "RP", 2000)
+    before = ledger(runtime)
+    channel = Channel(
+        refunds={
+            "RC": RefundStatus("RC", RefundOutcome.SUCCEEDED, 1000, "50300", "SUCCESS"),
+            "RP": RefundStatus("RP", RefundOutcome.PROCESSING, 2000, "50301", "PROCESSING"),
+        }
+    )
+    done = reconcile(runtime.sessions, channel.source(), DAY, statement(pay(confirmed), pay(processing)))
+    result = run_report(runtime, done.run_id)
+    resolved = {i["refund_no"]: (i["category"], i["resolution"], i["note"]) for i in result["items"]}
+    assert resolved == {
+        "RC": ("ours_only", "matched_late", "the channel confirms the refund: on another day's statement"),
+        "RP": ("ours_only", "parked", "the channel reports the refund processing (PROCESSING), 2000 fen"),
+    }
+    assert sorted(channel.asked_refunds) == ["RC", "RP"] and channel.asked == []
+    # only the refund the channel does not confirm moved: clearing back up by its amount, held in suspense
+    assert ledger(runtime) == {**before, CLEARING: before[CLEARING] + 2000, SUSPENSE: 2000}
