@@ -29,6 +29,7 @@ import httpx
 import jwt
 import uvicorn
 
+from authsvc import demo_payments
 from authsvc.cli import CommandError, prepare
 from authsvc.config import env_for_child, load_settings
 from authsvc.database import unit_of_work
@@ -225,8 +226,15 @@ def _browser_sign_on(
     _say(f"browser sign-on: the generation-3 card in the virtual reader, sscard helper at {helper_url}")
     try:
         # The helper's own lines (the portal it signs for, the outcome) show what a citizen would see in its window.
-        with _card_inserted(env, card), demo_browser.card_helper(
-            base_url, port=helper_port, reader=READER, pin=pin, on_line=lambda line: print(f"    {line}", flush=True)
+        with (
+            _card_inserted(env, card),
+            demo_browser.card_helper(
+                base_url,
+                port=helper_port,
+                reader=READER,
+                pin=pin,
+                on_line=lambda line: print(f"    {line}", flush=True),
+            ),
         ):
             demo_browser.run(base_url, portals[0], portals[1], report=_say)
     except demo_browser.BrowserUnavailable as exc:
@@ -273,26 +281,33 @@ def run_demo(*, port: int, keep_running: bool, browser: bool = True) -> int:
     for ssn, name, generation, pin, algorithm in DEMO_PEOPLE:
         path = demo_dir / f"card-gen{generation}.json"
         number = _card_for(runtime, ssn, name, generation, pin, algorithm, path)
-        cards.append((path, pin, generation))
+        cards.append((path, pin, generation, number, ssn))
         _say(f"cardholder {name[0]}* has a generation-{generation} card {number[:2]}****{number[-3:]} ({path})")
     kiosk = demo_dir / "kiosk.json"
     _kiosk(runtime, kiosk, base_url)
     portal_bases = [f"http://127.0.0.1:{p}" for p in _free_ports([port + 1, port + 2], 2)]
     portals = _portal_clients(runtime, demo_dir / "portals.json", portal_bases)
+    sandboxes = demo_payments.start_sandboxes(runtime, _free_ports([port + 3, port + 4], 2), demo_dir)
+    _say(
+        f"payment channel sandboxes: WeChat Pay at {sandboxes.env['SSCARD_WECHATPAY_BASE_URL']}, "
+        f"bank at {sandboxes.env['SSCARD_BANK_BASE_URL']} (their keys stored with `authsvc channel-keys`)"
+    )
     runtime.close()
     ensure_pcscd()
 
-    env = env_for_child(settings)
+    env = {**env_for_child(settings), **sandboxes.env}
     _say(f"starting the service at {base_url}")
     server = subprocess.Popen(  # noqa: S603
         [sys.executable, "-m", "authsvc", "serve", "--port", str(port), "--log-level", "warning"], env=env
     )
     servers: list[uvicorn.Server] = []
     browser_shown = not browser  # --no-browser: nothing to show, nothing missing
+    payments_shown = False
     try:
         _wait_healthy(base_url, server)
         jwks = jwt.PyJWKClient(f"{base_url}/jwks.json")
-        for path, pin, generation in cards:
+        logins = []
+        for path, pin, generation, _, _ in cards:
             _say(f"kiosk login with the generation-{generation} software card through pcscd + vpcd + pyscard")
             answer = _login(env, base_url, kiosk, path, pin)
             print(json.dumps(answer, ensure_ascii=False, indent=2))
@@ -308,7 +323,20 @@ def run_demo(*, port: int, keep_running: bool, browser: bool = True) -> int:
                 f"ID token verified against {base_url}/jwks.json: sub={claims['sub']} acr={claims['acr']} "
                 f"amr={claims['amr']} ({answer['apdus']} APDUs)"
             )
-        card3, pin3 = cards[0][0], cards[0][1]
+            logins.append(answer)
+        card3, pin3, _, number3, ssn3 = cards[0]
+        try:
+            payments_shown = demo_payments.run_payments(
+                base_url,
+                env,
+                sandboxes,
+                token=str(logins[0]["access_token"]),
+                card_number=number3,
+                insured_ssn=ssn3,
+                say=_say,
+            )
+        except (httpx.HTTPError, RuntimeError) as exc:
+            _say(f"the payments demo failed: {exc}")
         try:
             servers += _start_portals(base_url, portals)
         except RuntimeError as exc:  # the kiosk demo stands on its own; the portals are an extra
@@ -336,15 +364,22 @@ def run_demo(*, port: int, keep_running: bool, browser: bool = True) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        sandboxes.stop()
         for portal in servers:
             portal.should_exit = True
         if server.poll() is None:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=15)
+    if not payments_shown and not keep_running:
+        _say("the payments demo did not work (see above): exit status 1")
+        return 1
     if not browser_shown and not keep_running:
         # --exit is how scripts check the demo: a sign-on that was not shown is not a demo that worked.
         _say("the kiosk logins worked, the browser sign-on was not shown (see above): exit status 1")
         return 1
     if browser:
-        _say("done: kiosk logins with both card generations and browser single sign-on with logout everywhere")
+        _say(
+            "done: kiosk logins with both card generations, contributions paid by card account and WeChat Pay and "
+            "reconciled, and browser single sign-on with logout everywhere"
+        )
     return 0
