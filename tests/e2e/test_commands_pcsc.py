@@ -166,5 +166,10 @@ def test_the_readme_demo_runs_on_the_embedded_default(pcscd: str, tmp_path: Path
         assert len(steps) == len(DEMO_BROWSER_STEPS), run.stdout
         assert all(step.startswith(expected) for step, expected in zip(steps, DEMO_BROWSER_STEPS, strict=True)), steps
         assert "acr=urn:sscard:acr:card-pin, amr=['sc', 'hwk', 'pin', 'mfa']" in steps[2]
-        assert "==> done: kiosk logins with both card generations and browser single sign-on" in run.stdout
+        # The payments part (authsvc/demo_payments.py): paid through both sandboxes, reconciled, ledger agreeing.
+        assert "paid, paid by charged; linked account balance 1000.00 → 700.00 yuan" in run.stdout
+        assert "callback delivered, order paid" in run.stdout
+        assert "'channel_only': 0, 'ours_only': 0, 'amount_mismatch': 0} → resolved" in run.stdout
+        assert '"ok": true' in run.stdout and '"order_disagreements"' in run.stdout
+        assert "==> done: kiosk logins with both card generations, contributions paid" in run.stdout
     assert (tmp_path / "var" / "sscard.db").exists() and (tmp_path / "var" / "keys" / "kek").exists()
