@@ -138,6 +138,7 @@ def _apply_refund(db: Session, event: RefundEvent) -> tuple[CallbackOutcome, str
         outcome=event.outcome,
         amount_fen=event.amount_fen,
         channel_refund_no=event.channel_refund_no,
+        amount_is_total=event.amount_is_total,
     )
     return CallbackOutcome(result.applied.value), result.note
 

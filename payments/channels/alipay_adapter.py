@@ -128,6 +128,7 @@ class AlipayAdapter:
                     outcome=RefundOutcome.SUCCEEDED,
                     amount_fen=notice.refund_fee_fen,
                     payload=payload,
+                    amount_is_total=True,
                 )
             )
         event = ChannelEvent(

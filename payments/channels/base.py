@@ -66,6 +66,8 @@ class RefundEvent:
     outcome: RefundOutcome
     amount_fen: int
     payload: dict[str, Any]
+    # Alipay's refund notice carries `refund_fee`, the total refunded on the trade so far, not this refund's amount.
+    amount_is_total: bool = False
 
 
 @dataclass(frozen=True)

@@ -256,8 +256,10 @@ def apply_outcome(
     outcome: RefundOutcome,
     amount_fen: int,
     channel_refund_no: str | None,
+    amount_is_total: bool = False,
 ) -> Result:
-    """The channel's word on one of our refunds (from a notification: `order_no` as the channel sent it)."""
+    """The channel's word on one of our refunds (from a notification: `order_no` as the channel sent it).
+    `amount_is_total`: the channel reports the total refunded on the order so far (Alipay), not this refund's."""
     if repository.refund_by_no(db, refund_no) is None:
         log.warning("%s says refund %s is %s, but there is no such refund", channel, refund_no, outcome)
         return Result(Applied.UNKNOWN_REFUND)
@@ -266,7 +268,17 @@ def apply_outcome(
         return _conflict(refund_no, "the refund belongs to another order or channel")
     if outcome is RefundOutcome.PROCESSING:
         return Result(Applied.IGNORED)
-    if amount_fen != refund.amount_fen:
+    if amount_is_total:
+        # Consistent with ours: at least what the channel had refunded before plus this one, at most everything we
+        # have reserved (other refunds of the order may be in flight, and notices may come in any order).
+        floor = order.refunded_fen + (0 if refund.state == accounting.SUCCEEDED else refund.amount_fen)
+        if not floor <= amount_fen <= order.refund_reserved_fen:
+            log.warning("refund %s: %s reports %s fen refunded in all", refund_no, channel, amount_fen)
+            return Result(
+                Applied.HELD_AMOUNT_MISMATCH,
+                f"reported {amount_fen} fen refunded in all, ours is {floor} to {order.refund_reserved_fen} fen",
+            )
+    elif amount_fen != refund.amount_fen:
         log.warning("refund %s: %s reports %s fen, ours is %s fen", refund_no, channel, amount_fen, refund.amount_fen)
         return Result(Applied.HELD_AMOUNT_MISMATCH, f"reported {amount_fen} fen, the refund is {refund.amount_fen} fen")
     try:

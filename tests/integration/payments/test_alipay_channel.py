@@ -21,12 +21,13 @@ from payments.callbacks.models import PaymentCallback
 from payments.channels import registry
 from payments.channels.alipay import CHINA_TIME
 from payments.channels.alipay_adapter import AlipayAdapter, AlipayConfig
-from payments.channels.base import LineKind, PaymentOrderRef, TradeStatus
+from payments.channels.base import LineKind, PaymentOrderRef, RefundOutcome, TradeStatus
 from payments.ledger.check import check
 from payments.ledger.service import balances
 from payments.orders import accounting, repository
 from payments.orders.domain import InsuranceType, OrderSpec, PayerKind, Tier, TierTable, validate
 from payments.refunds import service as refunds
+from payments.refunds.service import Applied
 from payments.sandbox.alipay import AlipaySandbox, GatewayFault, NotifyFault
 
 NOW = 1_795_000_000
@@ -237,9 +238,9 @@ def test_refunds_through_the_sandbox(
 
     assert _refund(runtime, client, order_no, "RB" + order_no[2:], AMOUNT - 5000) == "succeeded"
     assert state(runtime, order_no) == ("refunded", {})
-    # The second notice says refund_fee 120.00, the trade's total refunded: not this refund's 70.00, so it is held
-    # for review and the synchronous answer settles the refund (docs/payments.md, Alipay).
-    assert inbox(runtime)[-1] == ("refund:succeeded", "held_amount_mismatch")
+    # The second notice says refund_fee 120.00, the trade's total refunded so far (not this refund's 70.00): it
+    # agrees with ours (50.00 refunded before plus 70.00) and settles the refund.
+    assert inbox(runtime)[-1] == ("refund:succeeded", "applied")
     assert sandbox.trades[order_no].status == "TRADE_CLOSED"
     assert adapter.query_payment(order_no).status is TradeStatus.PAID  # paid, then refunded
 
@@ -271,14 +272,29 @@ def test_a_second_refund_whose_answer_is_lost_is_settled_when_sent_again(
     sandbox.pay(order_no)
     assert _refund(runtime, client, order_no, "RA" + order_no[2:], 2000) == "succeeded"
     sandbox.fail_next(1, GatewayFault.LOST_RESPONSE)
-    # The notice's refund_fee (50.00, the total) is not this refund's 30.00: held, and no answer came back.
-    assert _refund(runtime, client, order_no, "RB" + order_no[2:], 3000) == "requested"
-    assert inbox(runtime)[-1] == ("refund:succeeded", "held_amount_mismatch")
-    # What the recovery sweep does: send again; Alipay answers fund_change N, the refund query says succeeded.
+    # No answer came back, but the notice's refund_fee (50.00, the total so far) agrees with ours: settled by it.
+    assert _refund(runtime, client, order_no, "RB" + order_no[2:], 3000) == "succeeded"
+    assert inbox(runtime)[-1] == ("refund:succeeded", "applied")
+    # Sending it again (what the recovery sweep would do) changes nothing: Alipay deduplicates the request number.
     refunds.send(runtime, registry.current(client.app), "RB" + order_no[2:])  # type: ignore[arg-type]
     assert state(runtime, order_no)[1] == {"clearing:alipay": AMOUNT - 5000, "fund:pension:110000": AMOUNT - 5000}
     assert sandbox.trades[order_no].refunded_fen == 5000
-    assert sandbox.calls[-2:] == ["alipay.trade.refund", "alipay.trade.fastpay.refund.query"]
+
+
+def test_a_refund_notice_whose_total_disagrees_is_held(
+    client: TestClient, runtime: Runtime, adapter: AlipayAdapter, sandbox: AlipaySandbox
+) -> None:
+    """refund_fee is the trade's total: one above everything we reserved, or below what was refunded before plus
+    this refund, does not describe our refunds and is held for review."""
+    order_no = new_order(runtime, adapter)
+    sandbox.pay(order_no)
+    assert _refund(runtime, client, order_no, "RA" + order_no[2:], 2000) == "succeeded"
+    with unit_of_work(runtime.sessions) as db:
+        accounting.request_refund(db, order_no, "RB" + order_no[2:], 3000)
+    for total in (4999, 5001):
+        result = _notice(runtime, order_no, "RB" + order_no[2:], total)
+        assert result.applied is Applied.HELD_AMOUNT_MISMATCH, total
+    assert _notice(runtime, order_no, "RB" + order_no[2:], 5000).applied is Applied.APPLIED
 
 
 def test_a_refund_that_never_reached_alipay_stays_requested(
@@ -319,3 +335,18 @@ def test_the_days_bill_lists_what_the_ledger_holds(
     with unit_of_work(runtime.sessions) as db:
         assert balances(db)["clearing:alipay"] == paid - refunded == 2 * AMOUNT - 5000
     assert {x.order_no for x in lines} == {first, second}
+
+
+def _notice(runtime: Runtime, order_no: str, refund_no: str, total_fen: int) -> refunds.Result:
+    """What the inbox does with an Alipay refund notice whose refund_fee is `total_fen` (the adapter's RefundEvent)."""
+    with unit_of_work(runtime.sessions) as db:
+        return refunds.apply_outcome(
+            db,
+            refund_no=refund_no,
+            channel="alipay",
+            order_no=order_no,
+            outcome=RefundOutcome.SUCCEEDED,
+            amount_fen=total_fen,
+            channel_refund_no=None,
+            amount_is_total=True,
+        )
