@@ -31,7 +31,7 @@ from payments.channels.base import ChannelEvent, Kind, RefundEvent
 from payments.ledger import accounts
 from payments.ledger.models import LedgerEntry
 from payments.ledger.service import credit, debit, post
-from payments.orders import accounting, repository
+from payments.orders import accounting
 from payments.orders.states import Reason
 from payments.refunds import service as refunds
 
@@ -98,7 +98,7 @@ def receive(db: Session, event: ChannelEvent | RefundEvent) -> Received:
 
 
 def _apply(db: Session, row: PaymentCallback, event: ChannelEvent) -> tuple[CallbackOutcome, str | None]:
-    order = repository.order_by_no(db, event.order_no, for_update=True)
+    order = accounting.find_locked(db, event.order_no)
     if order is None:
         _hold(db, row, event, "callback_unknown_order")
         return CallbackOutcome.UNKNOWN_ORDER, None

@@ -11,11 +11,14 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from authsvc.database import lock
+from authsvc.database import lock, utcnow
 from payments.ledger.accounts import AccountError, Side, normal_side
 from payments.ledger.models import LedgerAccount, LedgerEntry, LedgerPosting
 from payments.money import MoneyError, check_fen
@@ -47,26 +50,50 @@ def credit(account: str, amount: int) -> Line:
     return Line(account, Side.CREDIT, amount)
 
 
-def post(db: Session, key: str, kind: str, lines: Sequence[Line], *, order_ref: str | None = None) -> LedgerEntry:
-    """The entry for `key`: posted now with `lines`, or the one posted before with the same lines."""
+@dataclass(frozen=True)
+class Posted:
+    entry_id: int
+    new: bool  # False: the entry was there already (the same event posted again)
+
+    @property
+    def id(self) -> int:
+        return self.entry_id
+
+
+def post(db: Session, key: str, kind: str, lines: Sequence[Line], *, order_ref: str | None = None) -> Posted:
+    """The entry for `key`: posted now with `lines`, or the one posted before with the same lines.
+
+    Three statements on the hot path (callbacks post one entry each): the entry inserted unless its key exists,
+    the accounts' ids, the postings. A concurrent poster of the same key waits on the unique index until the
+    first commits, then inserts nothing and finds the first's entry."""
     _validate(key, kind, lines, order_ref)
     digest = _digest(kind, order_ref, lines)
-    # Serialise posters of one key (PostgreSQL advisory lock until commit): the second waits for the first to commit,
-    # then finds its entry instead of failing on the unique index halfway through its own unit of work.
-    lock(db, f"ledger-entry:{key}")
-    existing = db.scalar(select(LedgerEntry).where(LedgerEntry.key == key))
-    if existing is not None:
+    inserted = db.execute(
+        _insert(db, LedgerEntry)
+        .values(key=key, kind=kind, order_ref=order_ref, digest=digest, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["key"])
+        .returning(LedgerEntry.id)
+    ).scalar()
+    if inserted is None:
+        existing = db.execute(select(LedgerEntry.id, LedgerEntry.digest).where(LedgerEntry.key == key)).one()
         if existing.digest != digest:
             raise KeyReused(f"ledger key {key!r} was posted with other lines")
-        return existing
-    entry = LedgerEntry(key=key, kind=kind, order_ref=order_ref, digest=digest)
-    db.add(entry)
-    # Accounts in a fixed order: two entries opening the same new accounts take their locks in the same order.
-    accounts = {code: _account(db, code) for code in sorted({line.account for line in lines})}
-    for line in lines:
-        entry.postings.append(LedgerPosting(account=accounts[line.account], side=line.side, amount=line.amount))
-    db.flush()
-    return entry
+        return Posted(existing.id, new=False)
+    accounts = _accounts(db, {line.account for line in lines})
+    db.execute(
+        insert(LedgerPosting),
+        [
+            {"entry_id": inserted, "account_id": accounts[line.account], "side": line.side, "amount": line.amount}
+            for line in lines
+        ],
+    )
+    return Posted(inserted, new=True)
+
+
+def _insert(db: Session, table: type[LedgerEntry]) -> Any:
+    # INSERT ... ON CONFLICT DO NOTHING is spelt the same on both databases, but built by each dialect's own insert.
+    dialect = db.get_bind().dialect.name
+    return (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
 
 
 def entry_by_key(db: Session, key: str) -> LedgerEntry | None:
@@ -120,14 +147,18 @@ def _digest(kind: str, order_ref: str | None, lines: Sequence[Line]) -> str:
     return hashlib.sha256(json.dumps([kind, order_ref, canonical]).encode()).hexdigest()
 
 
-def _account(db: Session, code: str) -> LedgerAccount:
-    account = db.scalar(select(LedgerAccount).where(LedgerAccount.code == code))
-    if account is None:
-        # Accounts open on first use; the lock keeps two first posters of one account from both inserting it.
+def _accounts(db: Session, codes: set[str]) -> dict[str, int]:
+    """Account ids by code, opening the missing ones (accounts open on first use)."""
+    found = dict(db.execute(select(LedgerAccount.code, LedgerAccount.id).where(LedgerAccount.code.in_(codes))).all())
+    # In a fixed order: two entries opening the same new accounts take their locks in the same order.
+    for code in sorted(codes - found.keys()):
+        # The lock keeps two first posters of one account from both inserting it.
         lock(db, f"ledger-account:{code}")
-        account = db.scalar(select(LedgerAccount).where(LedgerAccount.code == code))
-        if account is None:
+        account_id = db.scalar(select(LedgerAccount.id).where(LedgerAccount.code == code))
+        if account_id is None:
             account = LedgerAccount(code=code, normal_side=normal_side(code))
             db.add(account)
             db.flush()
-    return account
+            account_id = account.id
+        found[code] = account_id
+    return found

@@ -30,6 +30,7 @@ from payments.orders.models import PaymentOrder, PaymentRefund
 from payments.orders.states import Event, Reason, Refused, State, transition
 
 log = logging.getLogger("sscard.payments")
+_HELD = "payments.locked_orders"  # Session.info: (the transaction, {order_no: order locked in it})
 
 
 class AccountingError(ValueError):
@@ -61,9 +62,16 @@ class Outcome:
     refused: Refused | None = None
 
 
-def _locked(db: Session, order_no: str) -> PaymentOrder:
-    """The order row, locked until commit: every change of an order goes through here, so concurrent changes of one
-    order (a callback and the recovery sweep, two refunds) are serialised and each reads what the other wrote."""
+def find_locked(db: Session, order_no: str) -> PaymentOrder | None:
+    """The order row, locked until commit (None if there is no such order): every change of an order goes through
+    here, so concurrent changes of one order (a callback and the recovery sweep, two refunds) are serialised and
+    each reads what the other wrote. Locked once per transaction: a second call in it costs no round trip."""
+    transaction = db.get_transaction()
+    held = db.info.get(_HELD)
+    if held is None or held[0] is not transaction:
+        held = db.info[_HELD] = (transaction, {})
+    if order_no in held[1]:
+        return held[1][order_no]
     if db.get_bind().dialect.name == "sqlite":
         # pysqlite runs SELECTs before a transaction's first write outside any transaction, and FOR UPDATE means
         # nothing there: a no-op write takes the single writer's lock now, so a concurrent change of this order
@@ -75,6 +83,13 @@ def _locked(db: Session, order_no: str) -> PaymentOrder:
             .execution_options(synchronize_session=False)
         )
     order = repository.order_by_no(db, order_no, for_update=True)
+    if order is not None:
+        held[1][order_no] = order
+    return order
+
+
+def _locked(db: Session, order_no: str) -> PaymentOrder:
+    order = find_locked(db, order_no)
     if order is None:
         raise AccountingError(f"no order {order_no!r}")
     return order
@@ -266,6 +281,4 @@ def lock_refund(db: Session, refund_no: str) -> tuple[PaymentRefund, PaymentOrde
 def lock_order(db: Session, order_no: str) -> PaymentOrder:
     """The order row, locked until commit and read after the lock: the lock for everything about the order, refunds
     included. Call it before reading what a refund decision depends on (what is left, the refund's state)."""
-    order = _locked(db, order_no)
-    db.refresh(order)  # the object may have been loaded before the lock (a refund's joined order)
-    return order
+    return _locked(db, order_no)

@@ -52,7 +52,8 @@ def order_by_no(db: Session, order_no: str, *, for_update: bool = False) -> Paym
     query = select(PaymentOrder).where(PaymentOrder.order_no == order_no)
     if for_update:
         # The row lock serialises every change of one order (callbacks, queries, refunds) until commit.
-        query = query.with_for_update()
+        # Read after the lock, even when the session loaded the order before: what it holds may be stale by now.
+        query = query.with_for_update().execution_options(populate_existing=True)
     return db.scalar(query)
 
 

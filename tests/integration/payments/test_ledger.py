@@ -14,7 +14,17 @@ from authsvc.database import unit_of_work
 from authsvc.runtime import Runtime
 from payments.ledger.check import check
 from payments.ledger.models import LedgerEntry, LedgerPosting
-from payments.ledger.service import KeyReused, LedgerError, Line, balance, balances, credit, debit, post
+from payments.ledger.service import (
+    KeyReused,
+    LedgerError,
+    Line,
+    balance,
+    balances,
+    credit,
+    debit,
+    entry_by_key,
+    post,
+)
 
 PAID = [debit("clearing:wechatpay", 1000), credit("fund:pension:110000", 1000)]
 
@@ -26,7 +36,9 @@ def count(runtime: Runtime, model: type) -> int:
 
 def test_posts_a_balanced_entry_and_reads_balances(runtime: Runtime) -> None:
     with unit_of_work(runtime.sessions) as db:
-        entry = post(db, "order:A:paid", "paid", PAID, order_ref="A")
+        posted = post(db, "order:A:paid", "paid", PAID, order_ref="A")
+        entry = entry_by_key(db, "order:A:paid")
+        assert posted.new and entry is not None and entry.id == posted.id and entry.order_ref == "A"
         assert [(p.account.code, p.side, p.amount) for p in entry.postings] == [
             ("clearing:wechatpay", "debit", 1000),
             ("fund:pension:110000", "credit", 1000),
