@@ -88,7 +88,7 @@ def _create(runtime: Runtime, caller: service.Caller, claim: idempotency.Claim, 
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise Problem(400, "invalid_json", "the body must be a JSON object") from None
     try:
-        spec = service.spec_from_json(doc, caller)
+        spec = service.spec_from_json(doc, caller, service.configured_tiers(runtime.settings.payment_tiers))
     except OrderError as exc:
         raise Problem(422, "order_invalid", str(exc)) from None
     # Our own unit of work rather than DbSession: the response may be kept for replay only once the commit is done.

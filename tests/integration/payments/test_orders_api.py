@@ -12,6 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from authsvc.app import create_app
+from authsvc.cli import prepare
 from authsvc.database import unit_of_work
 from authsvc.runtime import Runtime
 from payments.api import idempotency
@@ -292,3 +294,25 @@ def claim_key(runtime: Runtime) -> str:
     with unit_of_work(runtime.sessions) as db:
         digest = db.scalars(select(PaymentOrder.idempotency_key)).one()
     return f"idem:orders:{digest}"
+
+
+def test_orders_are_held_to_the_operators_tiers(settings_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """SSCARD_PAYMENT_TIERS replaces the built-in table for the API: only the operator's grades are accepted."""
+    tiers = tmp_path / "tiers.json"
+    tiers.write_text(
+        json.dumps(
+            [{"type": "pension", "region": "110000", "year": 2025, "monthly": False, "choices_fen": [12300, 45600]}]
+        )
+    )
+    rt = Runtime(settings_factory(payment_tiers=tiers))
+    prepare(rt, migrate=False)
+    try:
+        with TestClient(create_app(runtime=rt), raise_server_exceptions=False) as client:
+            token = citizen_token(client, rt, "alice")
+            problem(create(client, token, ORDER, key="t-1"), 422, "order_invalid")  # 300.00: built-in, not theirs
+            answer = create(client, token, {**ORDER, "amount_fen": 45600}, key="t-2")
+            assert answer.status_code == 201, answer.text
+            other_region = {**ORDER, "amount_fen": 45600, "region": "310000"}  # in the built-in table only
+            problem(create(client, token, other_region, key="t-3"), 422, "order_invalid")
+    finally:
+        rt.close()
