@@ -69,93 +69,88 @@ def day_window(day: date) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
-def _classified_payments(channel: str) -> Any:
-    occurrence = func.row_number().over(partition_by=stage.c.order_no, order_by=stage.c.line_no)
-    lines = select(stage, occurrence.label("occurrence")).where(stage.c.kind == "payment").subquery("l")
-    category = case(
-        (
-            or_(
-                orders.c.id.is_(None),
-                orders.c.channel != channel,
-                orders.c.state.not_in(PAID_STATES),
-                lines.c.occurrence > 1,
-            ),
-            Category.CHANNEL_ONLY.value,
-        ),
-        (orders.c.amount_fen != lines.c.amount_fen, Category.AMOUNT_MISMATCH.value),
+def _staged(kind: str, reference: str) -> Any:
+    """The statement's lines of one kind, each with its occurrence among the lines of the same reference (1: the
+    first; a second line for one reference is never a match)."""
+    occurrence = func.row_number().over(partition_by=stage.c[reference], order_by=stage.c.line_no)
+    return select(stage, occurrence.label("occurrence")).where(stage.c.kind == kind).subquery("l")
+
+
+def _category(lines: Any, *, not_ours: ColumnElement[bool], ours_fen: Any) -> Any:
+    """A line's category: channel-only when ours does not hold it (`not_ours`) or it repeats a reference, another
+    amount than ours, else matched."""
+    return case(
+        (or_(not_ours, lines.c.occurrence > 1), Category.CHANNEL_ONLY.value),
+        (ours_fen != lines.c.amount_fen, Category.AMOUNT_MISMATCH.value),
         else_=Category.MATCHED.value,
     )
-    return (
-        select(
-            literal("payment").label("kind"),
-            category.label("category"),
-            lines.c.line_no,
-            lines.c.occurrence,
-            lines.c.order_no,
-            lines.c.trade_no.label("channel_trade_no"),
-            cast(null(), String).label("refund_no"),
-            cast(null(), String).label("channel_refund_no"),
-            lines.c.amount_fen.label("statement_fen"),
-            orders.c.amount_fen.label("ours_fen"),
-        )
-        .select_from(lines.outerjoin(orders, orders.c.order_no == lines.c.order_no))
-        .subquery("cp")
+
+
+_NULL_TYPES = {
+    "line_no": BigInteger,
+    "channel_trade_no": String,
+    "refund_no": String,
+    "channel_refund_no": String,
+    "statement_fen": BigInteger,
+}
+
+
+def _item_columns(kind: str, category: Any, **columns: Any) -> list[Any]:
+    """An item's columns, labelled as in _ITEM_COLUMNS (without run_id and resolution); one not given is NULL."""
+    return [literal(kind).label("kind"), category.label("category")] + [
+        (columns[name] if name in columns else cast(null(), _NULL_TYPES[name])).label(name)
+        for name in _ITEM_COLUMNS[3:-1]
+    ]
+
+
+def _classified_payments(channel: str) -> Any:
+    lines = _staged("payment", "order_no")
+    not_ours = or_(orders.c.id.is_(None), orders.c.channel != channel, orders.c.state.not_in(PAID_STATES))
+    columns = _item_columns(
+        "payment",
+        _category(lines, not_ours=not_ours, ours_fen=orders.c.amount_fen),
+        line_no=lines.c.line_no,
+        occurrence=lines.c.occurrence,
+        order_no=lines.c.order_no,
+        channel_trade_no=lines.c.trade_no,
+        statement_fen=lines.c.amount_fen,
+        ours_fen=orders.c.amount_fen,
     )
+    return select(*columns).select_from(lines.outerjoin(orders, orders.c.order_no == lines.c.order_no)).subquery("cp")
 
 
 def _classified_refunds(channel: str) -> Any:
-    occurrence = func.row_number().over(partition_by=stage.c.refund_no, order_by=stage.c.line_no)
-    lines = select(stage, occurrence.label("occurrence")).where(stage.c.kind == "refund").subquery("l")
-    category = case(
-        (
-            or_(
-                refunds.c.id.is_(None),
-                orders.c.channel != channel,
-                refunds.c.state.not_in(ACCEPTED_REFUNDS),
-                lines.c.occurrence > 1,
-            ),
-            Category.CHANNEL_ONLY.value,
-        ),
-        (refunds.c.amount_fen != lines.c.amount_fen, Category.AMOUNT_MISMATCH.value),
-        else_=Category.MATCHED.value,
+    lines = _staged("refund", "refund_no")
+    not_ours = or_(refunds.c.id.is_(None), orders.c.channel != channel, refunds.c.state.not_in(ACCEPTED_REFUNDS))
+    columns = _item_columns(
+        "refund",
+        _category(lines, not_ours=not_ours, ours_fen=refunds.c.amount_fen),
+        line_no=lines.c.line_no,
+        occurrence=lines.c.occurrence,
+        order_no=lines.c.order_no,
+        channel_trade_no=lines.c.trade_no,
+        refund_no=lines.c.refund_no,
+        channel_refund_no=lines.c.channel_refund_no,
+        statement_fen=lines.c.amount_fen,
+        ours_fen=refunds.c.amount_fen,
     )
-    return (
-        select(
-            literal("refund").label("kind"),
-            category.label("category"),
-            lines.c.line_no,
-            lines.c.occurrence,
-            lines.c.order_no,
-            lines.c.trade_no.label("channel_trade_no"),
-            lines.c.refund_no,
-            lines.c.channel_refund_no,
-            lines.c.amount_fen.label("statement_fen"),
-            refunds.c.amount_fen.label("ours_fen"),
-        )
-        .select_from(
-            lines.outerjoin(refunds, refunds.c.refund_no == lines.c.refund_no).outerjoin(
-                orders, orders.c.id == refunds.c.order_id
-            )
-        )
-        .subquery("cr")
+    joined = lines.outerjoin(refunds, refunds.c.refund_no == lines.c.refund_no).outerjoin(
+        orders, orders.c.id == refunds.c.order_id
     )
+    return select(*columns).select_from(joined).subquery("cr")
 
 
 def _ours_only_payments(channel: str, day: date) -> Any:
     start, end = day_window(day)
     on_statement = exists().where(and_(stage.c.kind == "payment", stage.c.order_no == orders.c.order_no))
-    return select(
-        literal("payment").label("kind"),
-        literal(Category.OURS_ONLY.value).label("category"),
-        cast(null(), BigInteger).label("line_no"),
-        literal(1).label("occurrence"),
-        orders.c.order_no,
-        cast(null(), String).label("channel_trade_no"),
-        cast(null(), String).label("refund_no"),
-        cast(null(), String).label("channel_refund_no"),
-        cast(null(), BigInteger).label("statement_fen"),
-        orders.c.amount_fen.label("ours_fen"),
-    ).where(
+    columns = _item_columns(
+        "payment",
+        literal(Category.OURS_ONLY.value),
+        occurrence=literal(1),
+        order_no=orders.c.order_no,
+        ours_fen=orders.c.amount_fen,
+    )
+    return select(*columns).where(
         orders.c.channel == channel,
         orders.c.state.in_(PAID_STATES),
         _between(orders.c.paid_at, start, end),
@@ -166,19 +161,16 @@ def _ours_only_payments(channel: str, day: date) -> Any:
 def _ours_only_refunds(channel: str, day: date) -> Any:
     start, end = day_window(day)
     on_statement = exists().where(and_(stage.c.kind == "refund", stage.c.refund_no == refunds.c.refund_no))
+    columns = _item_columns(
+        "refund",
+        literal(Category.OURS_ONLY.value),
+        occurrence=literal(1),
+        order_no=orders.c.order_no,
+        refund_no=refunds.c.refund_no,
+        ours_fen=refunds.c.amount_fen,
+    )
     return (
-        select(
-            literal("refund").label("kind"),
-            literal(Category.OURS_ONLY.value).label("category"),
-            cast(null(), BigInteger).label("line_no"),
-            literal(1).label("occurrence"),
-            orders.c.order_no,
-            cast(null(), String).label("channel_trade_no"),
-            refunds.c.refund_no,
-            cast(null(), String).label("channel_refund_no"),
-            cast(null(), BigInteger).label("statement_fen"),
-            refunds.c.amount_fen.label("ours_fen"),
-        )
+        select(*columns)
         .select_from(refunds.join(orders, orders.c.id == refunds.c.order_id))
         .where(
             orders.c.channel == channel,
@@ -206,18 +198,7 @@ def match(db: Session, run_id: int, channel: str, day: date) -> dict[str, dict[s
         _ours_only_refunds(channel, day).subquery("or_"),
     ):
         items = select(
-            literal(run_id),
-            source.c.kind,
-            source.c.category,
-            source.c.line_no,
-            source.c.occurrence,
-            source.c.order_no,
-            source.c.channel_trade_no,
-            source.c.refund_no,
-            source.c.channel_refund_no,
-            source.c.statement_fen,
-            source.c.ours_fen,
-            literal(Resolution.OPEN.value),
+            literal(run_id), *(source.c[name] for name in _ITEM_COLUMNS[1:-1]), literal(Resolution.OPEN.value)
         ).where(source.c.category != Category.MATCHED.value)
         db.execute(insert(ReconItem).from_select(_ITEM_COLUMNS, items))
     totals = {kind: {c.value: {"count": 0, "statement_fen": 0, "ours_fen": 0} for c in Category} for kind in KINDS}
