@@ -146,7 +146,9 @@ def _check_paid_entries(db: Session, report: LedgerReport) -> None:
             report.disagree("paid_without_entry", order_no, state=state)
         else:
             report.disagree("paid_entry_mismatch", order_no)
-    has_order = select(PaymentOrder.id).where(_paid_key(PaymentOrder.order_no) == LedgerEntry.key).exists()
+    # By the entry's order reference (mark_paid posts `order:<no>:paid` with order_ref <no>): an index lookup per
+    # entry, where matching the key against every order's number would be a scan per entry on SQLite.
+    has_order = select(PaymentOrder.id).where(PaymentOrder.order_no == LedgerEntry.order_ref).exists()
     orphans = select(LedgerEntry.order_ref, LedgerEntry.key).where(
         LedgerEntry.kind == "paid", LedgerEntry.key.like("order:%:paid"), ~has_order
     )
