@@ -159,9 +159,10 @@ class WechatPayAdapter:
 
     # --- callbacks ---------------------------------------------------------------------------------------------
 
-    def read_callback(self, headers: Mapping[str, str], body: bytes, *, now: float) -> VerifiedCallback:
+    def _verify(self, headers: Mapping[str, str], body: bytes, now: float) -> wx.VerifiedCallback:
+        """A notification's or an API answer's signature, under the platform keys, inside the time window."""
         config = self.config
-        verified = wx.verify_callback(
+        return wx.verify_callback(
             headers,
             body,
             config.platform_keys,
@@ -169,6 +170,10 @@ class WechatPayAdapter:
             future_skew_seconds=config.future_skew_seconds,
             now=now,
         )
+
+    def read_callback(self, headers: Mapping[str, str], body: bytes, *, now: float) -> VerifiedCallback:
+        config = self.config
+        verified = self._verify(headers, body, now)
         notification = wx.parse_notification(verified.body)
         if notification.resource_type != "encrypt-resource":
             raise ChannelRefusal(RefusalReason.UNSUPPORTED, "not an encrypted notification")
@@ -277,16 +282,8 @@ class WechatPayAdapter:
         """A signed request whose answer is verified; a signed 4xx becomes ChannelDeclined (or Unavailable)."""
         merchant, _ = self._api()
         response = self._send(method, merchant.api_base + path, payload)
-        config = self.config
         try:
-            wx.verify_callback(
-                response.headers,
-                response.content,
-                config.platform_keys,
-                max_age_seconds=config.max_age_seconds,
-                future_skew_seconds=config.future_skew_seconds,
-                now=self._clock(),
-            )
+            self._verify(response.headers, response.content, self._clock())
         except ChannelRefusal as refusal:
             raise ChannelUnavailable(f"WeChat Pay's answer to {method} does not verify ({refusal.reason})") from None
         if response.status_code >= 300:
