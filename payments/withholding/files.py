@@ -165,12 +165,25 @@ def _seqs_in_order(seqs: Iterable[int], first_line: int) -> None:
             raise FileError(first_line + offset, "sequence numbers must run 1, 2, 3 ... without gaps or repeats")
 
 
+def _fields(line: str, number: int, tag: str, count: int, expected: str) -> list[str]:
+    """The |-separated fields of a line: exactly `count`, the first `tag`; FileError saying what was `expected`."""
+    fields = line.split("|")
+    if len(fields) != count or fields[0] != tag:
+        raise FileError(number, expected)
+    return fields
+
+
+def _header(lines: list[str], kind: str, count: int, expected: str) -> tuple[list[str], str, str]:
+    """The header line of a `kind` file, version 1, with its merchant id and batch number."""
+    head = lines[0].split("|")
+    if len(head) != count or head[0] != kind or head[1] != "1":
+        raise FileError(1, f"not a {kind} file (header {expected})")
+    return head, _token(head[2], 1, "merchant id"), _token(head[3], 1, "batch number")
+
+
 def parse_debit(data: bytes) -> DebitFile:
     lines = _lines(data)
-    head = lines[0].split("|")
-    if len(head) != 7 or head[0] != DEBIT or head[1] != "1":
-        raise FileError(1, f"not a {DEBIT} file (header {DEBIT}|1|merchant|batch|time|count|total)")
-    merchant, batch_no = _token(head[2], 1, "merchant id"), _token(head[3], 1, "batch number")
+    head, merchant, batch_no = _header(lines, DEBIT, 7, f"{DEBIT}|1|merchant|batch|time|count|total")
     if not _TIME.fullmatch(head[4]):
         raise FileError(1, "time must be YYYYMMDDTHHMMSSZ")
     try:
@@ -180,9 +193,7 @@ def parse_debit(data: bytes) -> DebitFile:
     count, total = _int(head[5], _COUNT, 1, "count"), _int(head[6], _TOTAL, 1, "total")
     body: list[DebitLine] = []
     for number, line in enumerate(lines[1:-1], start=2):
-        f = line.split("|")
-        if len(f) != 5 or f[0] != "D":
-            raise FileError(number, "expected D|seq|order|agreement|amount")
+        f = _fields(line, number, "D", 5, "expected D|seq|order|agreement|amount")
         body.append(
             DebitLine(
                 _int(f[1], _SEQ, number, "sequence number"),
@@ -193,9 +204,7 @@ def parse_debit(data: bytes) -> DebitFile:
         )
     _seqs_in_order((line.seq for line in body), 2)
     end_no = len(lines)
-    tail = lines[-1].split("|")
-    if len(tail) != 3 or tail[0] != "END":
-        raise FileError(end_no, "expected END|count|total")
+    tail = _fields(lines[-1], end_no, "END", 3, "expected END|count|total")
     debit = DebitFile(merchant, batch_no, created, tuple(body))
     stated = (_int(tail[1], _COUNT, end_no, "count"), _int(tail[2], _TOTAL, end_no, "total"))
     if (count, total) != stated or stated != (len(body), debit.total_fen):
@@ -205,16 +214,11 @@ def parse_debit(data: bytes) -> DebitFile:
 
 def parse_result(data: bytes) -> ResultFile:
     lines = _lines(data)
-    head = lines[0].split("|")
-    if len(head) != 6 or head[0] != RESULT or head[1] != "1":
-        raise FileError(1, f"not a {RESULT} file (header {RESULT}|1|merchant|batch|count|total)")
-    merchant, batch_no = _token(head[2], 1, "merchant id"), _token(head[3], 1, "batch number")
+    head, merchant, batch_no = _header(lines, RESULT, 6, f"{RESULT}|1|merchant|batch|count|total")
     count, total = _int(head[4], _COUNT, 1, "count"), _int(head[5], _TOTAL, 1, "total")
     body: list[ResultLine] = []
     for number, line in enumerate(lines[1:-1], start=2):
-        f = line.split("|")
-        if len(f) != 6 or f[0] != "R":
-            raise FileError(number, "expected R|seq|order|amount|code|bank trade number")
+        f = _fields(line, number, "R", 6, "expected R|seq|order|amount|code|bank trade number")
         try:
             code = ResultCode(f[4])
         except ValueError:
@@ -233,9 +237,7 @@ def parse_result(data: bytes) -> ResultFile:
         )
     _seqs_in_order((line.seq for line in body), 2)
     end_no = len(lines)
-    tail = lines[-1].split("|")
-    if len(tail) != 4 or tail[0] != "END":
-        raise FileError(end_no, "expected END|count|success count|success total")
+    tail = _fields(lines[-1], end_no, "END", 4, "expected END|count|success count|success total")
     result = ResultFile(merchant, batch_no, tuple(body))
     paid = [line for line in body if line.code is ResultCode.SUCCESS]
     stated = tuple(_int(v, p, end_no, "trailer") for v, p in zip(tail[1:], (_COUNT, _COUNT, _TOTAL), strict=True))
