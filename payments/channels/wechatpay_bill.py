@@ -276,20 +276,22 @@ def render(rows: Iterable[BillRow], *, bom: bool = True) -> Iterator[bytes]:
             when = f"{at.year:04d}-{at.month:02d}-{at.day:02d} {at.hour:02d}:{at.minute:02d}:{at.second:02d}"
             last_at = row.occurred_at
         amount = _yuan(row.amount_fen)
+        # The fields up to the trade type are the same for a payment and a refund of one trade.
+        trade = (
+            f"`{when},`{row.appid},`{row.mchid},`0,`,`{row.transaction_id},`{row.out_trade_no},`{row.openid},`NATIVE,"
+        )
         if row.kind is LineKind.PAYMENT:
             fee = row.fee_fen
-            line = (
-                f"`{when},`{row.appid},`{row.mchid},`0,`,`{row.transaction_id},`{row.out_trade_no},`{row.openid},"
-                f"`NATIVE,`SUCCESS,`OTHERS,`CNY,`{amount},`0.00,`,`,`0.00,`0.00,`,`,`{row.description},`,"
+            line = trade + (
+                f"`SUCCESS,`OTHERS,`CNY,`{amount},`0.00,`,`,`0.00,`0.00,`,`,`{row.description},`,"
                 f"`{_yuan(fee)},`0.60%,`{amount},`0.00,`"
             )
             totals.settle += row.amount_fen
             totals.order += row.amount_fen
         else:
             fee = -row.fee_fen
-            line = (
-                f"`{when},`{row.appid},`{row.mchid},`0,`,`{row.transaction_id},`{row.out_trade_no},`{row.openid},"
-                f"`NATIVE,`REFUND,`OTHERS,`CNY,`0.00,`0.00,`{row.refund_id},`{row.out_refund_no},`{amount},`0.00,"
+            line = trade + (
+                f"`REFUND,`OTHERS,`CNY,`0.00,`0.00,`{row.refund_id},`{row.out_refund_no},`{amount},`0.00,"
                 f"`ORIGINAL,`{row.refund_status},`{row.description},`,`{_yuan(fee)},`0.60%,`0.00,`{amount},`"
             )
             totals.refund += row.amount_fen
