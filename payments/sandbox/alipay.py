@@ -132,6 +132,17 @@ _MSG = {
 }
 
 
+def _amount(biz: Mapping[str, Any], name: str) -> int:
+    """A positive yuan amount of the request in fen, or Alipay's INVALID_PARAMETER naming the field."""
+    try:
+        fen = parse_yuan(str(biz.get(name, "")))
+    except MoneyError:
+        fen = 0
+    if fen <= 0:
+        raise _Answer("40004", "ACQ.INVALID_PARAMETER", f"{name} 无效")
+    return fen
+
+
 def _china(moment: float) -> str:
     return ali.format_time(datetime.fromtimestamp(moment, ali.CHINA_TIME))
 
@@ -319,12 +330,7 @@ class AlipaySandbox:
         out_trade_no, subject = str(biz.get("out_trade_no", "")), str(biz.get("subject", ""))
         if not out_trade_no or len(out_trade_no) > 64 or not subject:
             raise _Answer("40004", "ACQ.INVALID_PARAMETER", "参数无效")
-        try:
-            total = parse_yuan(str(biz.get("total_amount", "")))
-        except MoneyError:
-            raise _Answer("40004", "ACQ.INVALID_PARAMETER", "total_amount 无效") from None
-        if total <= 0:
-            raise _Answer("40004", "ACQ.INVALID_PARAMETER", "total_amount 无效")
+        total = _amount(biz, "total_amount")
         expires = None
         if biz.get("time_expire"):
             try:
@@ -375,12 +381,7 @@ class AlipaySandbox:
     def _refund(self, biz: Mapping[str, Any], params: Mapping[str, str]) -> dict[str, Any]:
         trade = self._trade(biz)
         request_no = str(biz.get("out_request_no") or trade.out_trade_no)
-        try:
-            amount = parse_yuan(str(biz.get("refund_amount", "")))
-        except MoneyError:
-            raise _Answer("40004", "ACQ.INVALID_PARAMETER", "refund_amount 无效") from None
-        if amount <= 0:
-            raise _Answer("40004", "ACQ.INVALID_PARAMETER", "refund_amount 无效")
+        amount = _amount(biz, "refund_amount")
         done = trade.refunds.get(request_no)
         fund_change = "N"
         if done is not None:
