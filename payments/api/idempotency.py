@@ -21,6 +21,8 @@ import json
 import secrets
 from dataclasses import dataclass
 
+from fastapi.responses import Response
+
 from authsvc.problems import Problem
 from authsvc.runtime import Runtime
 from keys import hmac_keys
@@ -48,6 +50,15 @@ class Stored:
     status: int
     media_type: str
     body: bytes
+
+
+def response(stored: Stored, *, replayed: bool) -> Response:
+    """The HTTP answer of a response kept (or to be kept) under a key: never cached, and marked
+    `Idempotent-Replayed` when it answers a repeat."""
+    headers = {"Cache-Control": "no-store"}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(stored.body, status_code=stored.status, media_type=stored.media_type, headers=headers)
 
 
 def check_key(value: str | None) -> str:

@@ -117,7 +117,7 @@ def create_order(request: Request, caller: CallerDep, runtime: RuntimeDep, body:
         runtime, scope="orders", client_id=caller.client_id, subject=caller.subject, key=key, body=body
     )
     if isinstance(claim, idempotency.Stored):
-        return _replay(claim)
+        return idempotency.response(claim, replayed=True)
     try:
         # The database has the last word on the key: the store may have lost a response it should hold.
         outcome = _earlier(runtime, claim) or _create(runtime, caller, claim, body)
@@ -130,21 +130,7 @@ def create_order(request: Request, caller: CallerDep, runtime: RuntimeDep, body:
     idempotency.finish(runtime, claim, outcome.response, fingerprint=outcome.fingerprint)
     if outcome.fingerprint != claim.fingerprint:
         raise Problem(422, "idempotency_key_reused", f"this {idempotency.HEADER} was used with another request body")
-    if outcome.replayed:
-        return _replay(outcome.response)
-    created = outcome.response
-    return Response(
-        created.body, status_code=created.status, media_type=created.media_type, headers={"Cache-Control": "no-store"}
-    )
-
-
-def _replay(stored: idempotency.Stored) -> Response:
-    return Response(
-        stored.body,
-        status_code=stored.status,
-        media_type=stored.media_type,
-        headers={"Cache-Control": "no-store", "Idempotent-Replayed": "true"},
-    )
+    return idempotency.response(outcome.response, replayed=outcome.replayed)
 
 
 @router.get("")

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
@@ -34,6 +35,7 @@ PATH = "/v1/payments/refunds"
 router = APIRouter(prefix=PATH, tags=["payments"])
 log = logging.getLogger("sscard.payments.refunds")
 JSON = "application/json"
+T = TypeVar("T")
 STATES = (
     accounting.AWAITING_APPROVAL,
     accounting.REQUESTED,
@@ -66,11 +68,16 @@ def _stored(response: Response) -> idempotency.Stored:
     return idempotency.Stored(response.status_code, JSON, bytes(response.body))
 
 
-def _parse_json(body: bytes) -> object:
+def _parsed(parse: Callable[[object], T], body: bytes) -> T:
+    """The body as `parse` reads it: 400 invalid_json when it is not JSON, 422 refund_invalid when `parse` refuses."""
     try:
-        return json.loads(body)
+        doc = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise Problem(400, "invalid_json", "the body must be a JSON object") from None
+    try:
+        return parse(doc)
+    except RefundInvalid as exc:
+        raise Problem(422, "refund_invalid", str(exc)) from None
 
 
 def _refused(exc: service.Refusal) -> Problem:
@@ -92,10 +99,7 @@ def _earlier(runtime: Runtime, claim: idempotency.Claim) -> _Created | None:
 
 
 def _create(runtime: Runtime, who: Operator, claim: idempotency.Claim, body: bytes) -> _Created:
-    try:
-        spec = domain.parse_request(_parse_json(body))
-    except RefundInvalid as exc:
-        raise Problem(422, "refund_invalid", str(exc)) from None
+    spec = _parsed(domain.parse_request, body)
     try:
         with unit_of_work(runtime.sessions) as db:
             refund = service.create(
@@ -142,12 +146,7 @@ def request_refund(
         runtime, scope="refunds", client_id=who.client_id, subject=who.subject, key=key, body=body
     )
     if isinstance(claim, idempotency.Stored):
-        return Response(
-            claim.body,
-            status_code=claim.status,
-            media_type=claim.media_type,
-            headers={"Cache-Control": "no-store", "Idempotent-Replayed": "true"},
-        )
+        return idempotency.response(claim, replayed=True)
     try:
         created = _earlier(runtime, claim) or _create(runtime, who, claim, body)
         if created.new:
@@ -191,10 +190,7 @@ def get_refund(refund_no: str, who: OperatorDep, runtime: RuntimeDep) -> Respons
 def _decide(
     runtime: Runtime, channels: Channels, refund_no: str, who: Operator, action: Action, body: bytes
 ) -> Response:
-    try:
-        note = domain.parse_reason(_parse_json(body))
-    except RefundInvalid as exc:
-        raise Problem(422, "refund_invalid", str(exc)) from None
+    note = _parsed(domain.parse_reason, body)
     try:
         with unit_of_work(runtime.sessions) as db:
             refund, send = service.decide(db, refund_no[:40], who, action, note)
