@@ -13,27 +13,22 @@ from urllib.parse import urlsplit
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
-from sqlalchemy import select
 
 from authsvc.database import unit_of_work
 from authsvc.runtime import Runtime
-from payments.callbacks.models import PaymentCallback
 from payments.channels import registry
 from payments.channels.alipay import CHINA_TIME
 from payments.channels.alipay_adapter import AlipayAdapter, AlipayConfig
 from payments.channels.base import LineKind, PaymentOrderRef, RefundOutcome, TradeStatus
-from payments.ledger.check import check
 from payments.ledger.service import balances
-from payments.orders import accounting, repository
-from payments.orders.domain import InsuranceType, OrderSpec, PayerKind, Tier, TierTable, validate
+from payments.orders import accounting
 from payments.refunds import service as refunds
 from payments.refunds.service import Applied
 from payments.sandbox.alipay import AlipaySandbox, GatewayFault, NotifyFault
+from tests.integration.payments.support import AMOUNT, inbox, order_and_money, pending_order, send_refund
 
 NOW = 1_795_000_000
 APP_ID = "2021000000000001"
-AMOUNT = 12000
-TIERS = TierTable({(InsuranceType.PENSION, "110000", 2025): Tier(monthly=False, choices=frozenset({AMOUNT}))})
 PAID = {"clearing:alipay": AMOUNT, "fund:pension:110000": AMOUNT}
 NOTIFY_URL = "http://testserver/v1/payments/callbacks/alipay"
 
@@ -94,42 +89,17 @@ def adapter(client: TestClient, sandbox: AlipaySandbox, app_key: rsa.RSAPrivateK
 
 
 def new_order(runtime: Runtime, adapter: AlipayAdapter) -> str:
-    spec = OrderSpec(
-        PayerKind.CITIZEN,
-        "subject-1",
-        "110105199003072813",
-        InsuranceType.PENSION,
-        ("2025",),
-        AMOUNT,
-        "110000",
-        "alipay",
-    )
-    with unit_of_work(runtime.sessions) as db:
-        order_no = repository.add_order(db, validate(spec, TIERS)).order_no
-        accounting.submit(db, order_no)
+    order_no = pending_order(runtime, "alipay")
     expires = datetime.datetime.fromtimestamp(NOW + 1800, datetime.UTC)
     adapter.create_payment(PaymentOrderRef(order_no, AMOUNT, "城乡居民养老保险", expires, NOTIFY_URL))
     return order_no
-
-
-def state(runtime: Runtime, order_no: str) -> tuple[str, dict[str, int]]:
-    with unit_of_work(runtime.sessions) as db:
-        order = repository.order_by_no(db, order_no)
-        report = check(db)
-        assert report.ok, report
-        return (order.state if order else "none"), {a: fen for a, fen in balances(db).items() if fen}
-
-
-def inbox(runtime: Runtime) -> list[tuple[str, str]]:
-    with unit_of_work(runtime.sessions) as db:
-        return [(r.channel_state, r.outcome) for r in db.scalars(select(PaymentCallback).order_by(PaymentCallback.id))]
 
 
 def test_paid_once_through_the_sandbox(runtime: Runtime, adapter: AlipayAdapter, sandbox: AlipaySandbox) -> None:
     order_no = new_order(runtime, adapter)
     (delivery,) = sandbox.pay(order_no)
     assert delivery.attempts == [(200, b"success")]
-    assert state(runtime, order_no) == ("paid", PAID)
+    assert order_and_money(runtime, order_no) == ("paid", PAID)
     assert inbox(runtime) == [("TRADE_SUCCESS", "applied")]
     assert adapter.query_payment(order_no).status is TradeStatus.PAID
 
@@ -140,7 +110,7 @@ def test_a_notification_delivered_twice_pays_once(
     order_no = new_order(runtime, adapter)
     deliveries = sandbox.pay(order_no, NotifyFault.TWICE)
     assert [d.attempts for d in deliveries] == [[(200, b"success")]] * 2  # the repeat is acknowledged too
-    assert state(runtime, order_no) == ("paid", PAID)
+    assert order_and_money(runtime, order_no) == ("paid", PAID)
     assert inbox(runtime) == [("TRADE_SUCCESS", "applied")]  # one row: the same notify_id
 
 
@@ -149,7 +119,7 @@ def test_trade_finished_later_is_a_duplicate(runtime: Runtime, adapter: AlipayAd
     sandbox.pay(order_no)
     (delivery,) = sandbox.finish(order_no)
     assert delivery.acknowledged
-    assert state(runtime, order_no) == ("paid", PAID)
+    assert order_and_money(runtime, order_no) == ("paid", PAID)
     assert inbox(runtime) == [("TRADE_SUCCESS", "applied"), ("TRADE_FINISHED", "duplicate")]
 
 
@@ -160,7 +130,7 @@ def test_retried_until_the_service_answers(
     sender.down = 3
     (delivery,) = sandbox.pay(order_no)
     assert [status for status, _ in delivery.attempts] == [503, 503, 503, 200] and delivery.acknowledged
-    assert state(runtime, order_no) == ("paid", PAID)
+    assert order_and_money(runtime, order_no) == ("paid", PAID)
     assert inbox(runtime) == [("TRADE_SUCCESS", "applied")]
 
 
@@ -171,7 +141,7 @@ def test_refused_notifications_change_nothing_and_the_query_knows(
     order_no = new_order(runtime, adapter)
     (delivery,) = sandbox.pay(order_no, fault)
     assert delivery.attempts == [(200, b"fail")] * sandbox.max_attempts  # Alipay gives up after its last retry
-    assert state(runtime, order_no) == ("pending", {})
+    assert order_and_money(runtime, order_no) == ("pending", {})
     assert inbox(runtime) == []
     assert adapter.query_payment(order_no).status is TradeStatus.PAID  # what recovery acts on
 
@@ -179,7 +149,7 @@ def test_refused_notifications_change_nothing_and_the_query_knows(
 def test_never_notified_the_query_knows(runtime: Runtime, adapter: AlipayAdapter, sandbox: AlipaySandbox) -> None:
     order_no = new_order(runtime, adapter)
     assert sandbox.pay(order_no, NotifyFault.NEVER) == []
-    assert state(runtime, order_no) == ("pending", {})
+    assert order_and_money(runtime, order_no) == ("pending", {})
     trade = adapter.query_payment(order_no)
     assert (trade.status, trade.amount_fen) == (TradeStatus.PAID, AMOUNT)
 
@@ -188,7 +158,10 @@ def test_another_amount_is_held(runtime: Runtime, adapter: AlipayAdapter, sandbo
     order_no = new_order(runtime, adapter)
     (delivery,) = sandbox.pay(order_no, NotifyFault.OTHER_AMOUNT, amount_fen=AMOUNT - 1)
     assert delivery.acknowledged
-    assert state(runtime, order_no) == ("pending", {"clearing:alipay": AMOUNT - 1, "suspense:alipay": AMOUNT - 1})
+    assert order_and_money(runtime, order_no) == (
+        "pending",
+        {"clearing:alipay": AMOUNT - 1, "suspense:alipay": AMOUNT - 1},
+    )
     assert inbox(runtime) == [("TRADE_SUCCESS", "held_amount_mismatch")]
 
 
@@ -197,7 +170,7 @@ def test_trade_closed_after_success_is_a_conflict(
 ) -> None:
     order_no = new_order(runtime, adapter)
     sandbox.pay(order_no, NotifyFault.CLOSED_AFTER)
-    assert state(runtime, order_no) == ("paid", PAID)
+    assert order_and_money(runtime, order_no) == ("paid", PAID)
     assert inbox(runtime) == [("TRADE_SUCCESS", "applied"), ("TRADE_CLOSED", "conflict")]
 
 
@@ -208,21 +181,11 @@ def test_closed_by_alipay_unpaid_closes_the_order(
     sandbox.scan(order_no)
     (delivery,) = sandbox.close(order_no)
     assert delivery.acknowledged
-    assert state(runtime, order_no) == ("closed", {})
+    assert order_and_money(runtime, order_no) == ("closed", {})
     assert adapter.close_payment(order_no).value == "closed"
 
 
 # --- refunds: sent through the adapter, settled by the answer and the notification ------------------------------
-
-
-def _refund(runtime: Runtime, client: TestClient, order_no: str, refund_no: str, amount: int) -> str:
-    with unit_of_work(runtime.sessions) as db:
-        accounting.request_refund(db, order_no, refund_no, amount)
-    refunds.send(runtime, registry.current(client.app), refund_no)  # type: ignore[arg-type]
-    with unit_of_work(runtime.sessions) as db:
-        refund = repository.refund_by_no(db, refund_no)
-        assert refund is not None
-        return refund.state
 
 
 def test_refunds_through_the_sandbox(
@@ -230,14 +193,17 @@ def test_refunds_through_the_sandbox(
 ) -> None:
     order_no = new_order(runtime, adapter)
     sandbox.pay(order_no)
-    assert _refund(runtime, client, order_no, "RA" + order_no[2:], 5000) == "succeeded"
-    assert state(runtime, order_no)[1] == {"clearing:alipay": AMOUNT - 5000, "fund:pension:110000": AMOUNT - 5000}
+    assert send_refund(runtime, client, order_no, "RA" + order_no[2:], 5000) == "succeeded"
+    assert order_and_money(runtime, order_no)[1] == {
+        "clearing:alipay": AMOUNT - 5000,
+        "fund:pension:110000": AMOUNT - 5000,
+    }
     # Alipay's refund notice (sent before the synchronous answer arrived) settled it; the answer was a duplicate.
     assert inbox(runtime)[-1] == ("refund:succeeded", "applied")
     assert sandbox.deliveries[-1].acknowledged
 
-    assert _refund(runtime, client, order_no, "RB" + order_no[2:], AMOUNT - 5000) == "succeeded"
-    assert state(runtime, order_no) == ("refunded", {})
+    assert send_refund(runtime, client, order_no, "RB" + order_no[2:], AMOUNT - 5000) == "succeeded"
+    assert order_and_money(runtime, order_no) == ("refunded", {})
     # The second notice says refund_fee 120.00, the trade's total refunded so far (not this refund's 70.00): it
     # agrees with ours (50.00 refunded before plus 70.00) and settles the refund.
     assert inbox(runtime)[-1] == ("refund:succeeded", "applied")
@@ -251,8 +217,8 @@ def test_a_refund_declined_by_alipay_fails_and_releases(
     order_no = new_order(runtime, adapter)
     sandbox.pay(order_no)
     sandbox.finish(order_no)  # past the refund period: ACQ.TRADE_HAS_FINISHED
-    assert _refund(runtime, client, order_no, "RA" + order_no[2:], 5000) == "failed"
-    assert state(runtime, order_no) == ("paid", PAID)
+    assert send_refund(runtime, client, order_no, "RA" + order_no[2:], 5000) == "failed"
+    assert order_and_money(runtime, order_no) == ("paid", PAID)
 
 
 def test_a_refund_whose_answer_is_lost_is_settled_by_the_notice(
@@ -261,7 +227,7 @@ def test_a_refund_whose_answer_is_lost_is_settled_by_the_notice(
     order_no = new_order(runtime, adapter)
     sandbox.pay(order_no)
     sandbox.fail_next(1, GatewayFault.LOST_RESPONSE)
-    assert _refund(runtime, client, order_no, "RA" + order_no[2:], 5000) == "succeeded"
+    assert send_refund(runtime, client, order_no, "RA" + order_no[2:], 5000) == "succeeded"
     assert sandbox.trades[order_no].refunded_fen == 5000
 
 
@@ -270,14 +236,17 @@ def test_a_second_refund_whose_answer_is_lost_is_settled_when_sent_again(
 ) -> None:
     order_no = new_order(runtime, adapter)
     sandbox.pay(order_no)
-    assert _refund(runtime, client, order_no, "RA" + order_no[2:], 2000) == "succeeded"
+    assert send_refund(runtime, client, order_no, "RA" + order_no[2:], 2000) == "succeeded"
     sandbox.fail_next(1, GatewayFault.LOST_RESPONSE)
     # No answer came back, but the notice's refund_fee (50.00, the total so far) agrees with ours: settled by it.
-    assert _refund(runtime, client, order_no, "RB" + order_no[2:], 3000) == "succeeded"
+    assert send_refund(runtime, client, order_no, "RB" + order_no[2:], 3000) == "succeeded"
     assert inbox(runtime)[-1] == ("refund:succeeded", "applied")
     # Sending it again (what the recovery sweep would do) changes nothing: Alipay deduplicates the request number.
     refunds.send(runtime, registry.current(client.app), "RB" + order_no[2:])  # type: ignore[arg-type]
-    assert state(runtime, order_no)[1] == {"clearing:alipay": AMOUNT - 5000, "fund:pension:110000": AMOUNT - 5000}
+    assert order_and_money(runtime, order_no)[1] == {
+        "clearing:alipay": AMOUNT - 5000,
+        "fund:pension:110000": AMOUNT - 5000,
+    }
     assert sandbox.trades[order_no].refunded_fen == 5000
 
 
@@ -288,7 +257,7 @@ def test_a_refund_notice_whose_total_disagrees_is_held(
     this refund, does not describe our refunds and is held for review."""
     order_no = new_order(runtime, adapter)
     sandbox.pay(order_no)
-    assert _refund(runtime, client, order_no, "RA" + order_no[2:], 2000) == "succeeded"
+    assert send_refund(runtime, client, order_no, "RA" + order_no[2:], 2000) == "succeeded"
     with unit_of_work(runtime.sessions) as db:
         accounting.request_refund(db, order_no, "RB" + order_no[2:], 3000)
     for total in (4999, 5001):
@@ -303,10 +272,13 @@ def test_a_refund_that_never_reached_alipay_stays_requested(
     order_no = new_order(runtime, adapter)
     sandbox.pay(order_no)
     sandbox.fail_next(1, GatewayFault.TIMEOUT)
-    assert _refund(runtime, client, order_no, "RA" + order_no[2:], 5000) == "requested"
+    assert send_refund(runtime, client, order_no, "RA" + order_no[2:], 5000) == "requested"
     assert sandbox.trades[order_no].refunded_fen == 0
     refunds.send(runtime, registry.current(client.app), "RA" + order_no[2:])  # type: ignore[arg-type]
-    assert state(runtime, order_no)[1] == {"clearing:alipay": AMOUNT - 5000, "fund:pension:110000": AMOUNT - 5000}
+    assert order_and_money(runtime, order_no)[1] == {
+        "clearing:alipay": AMOUNT - 5000,
+        "fund:pension:110000": AMOUNT - 5000,
+    }
 
 
 def test_a_refund_made_at_alipays_console_is_not_ours(
@@ -315,7 +287,7 @@ def test_a_refund_made_at_alipays_console_is_not_ours(
     order_no = new_order(runtime, adapter)
     sandbox.pay(order_no)
     assert sandbox.refund(order_no, "CONSOLE-1", 3000).acknowledged  # recorded for review, nothing applied
-    assert state(runtime, order_no) == ("paid", PAID)
+    assert order_and_money(runtime, order_no) == ("paid", PAID)
     assert inbox(runtime)[-1][1] == "unknown_refund"
 
 
@@ -325,7 +297,7 @@ def test_the_days_bill_lists_what_the_ledger_holds(
     first, second = new_order(runtime, adapter), new_order(runtime, adapter)
     sandbox.pay(first)
     sandbox.pay(second)
-    _refund(runtime, client, first, "RA" + first[2:], 5000)
+    send_refund(runtime, client, first, "RA" + first[2:], 5000)
     sandbox.clock = lambda: NOW + 86400  # type: ignore[method-assign]
     adapter._clock = lambda: NOW + 86400  # the bill of a day exists from the next day on
     day = datetime.datetime.fromtimestamp(NOW, CHINA_TIME).date()

@@ -26,7 +26,8 @@ from payments.channels import registry
 from payments.channels.base import PaymentOrderRef
 from payments.channels.setup import install_channels
 from payments.sandbox.wechatpay import WechatPaySandbox
-from tests.integration.payments.test_callbacks import AMOUNT, ali_delivery, new_order, state
+from tests.integration.payments.support import AMOUNT, pending_order
+from tests.integration.payments.test_callbacks import ali_delivery, state
 from tests.unit.payments_channels.test_alipay import APP_ID
 
 NOW = 1_795_000_000  # the service's and the sandbox's clock: no test depends on the real time
@@ -185,7 +186,7 @@ def test_a_wechatpay_payment_through_the_installed_adapter_and_its_callback(
     adapter = registry.current(client.app).get("wechatpay")  # type: ignore[arg-type]
     assert adapter is not None
 
-    order_no = new_order(rt, "wechatpay")
+    order_no = pending_order(rt, "wechatpay")
     expires = datetime.datetime.fromtimestamp(NOW + 3600, datetime.UTC)
     ref = PaymentOrderRef(
         order_no, AMOUNT, "养老保险 2025", expires, "http://testserver/v1/payments/callbacks/wechatpay"
@@ -218,14 +219,14 @@ def test_the_apiv3_switch_and_a_retired_platform_key_reach_the_running_service(
     new_key = b"N3wApiV3KeyFromTheConsole0123456"
     imp(rt, "wechatpay", "apiv3-key", new_key)
     sandbox.apiv3_key = new_key
-    first = new_order(rt, "wechatpay")
+    first = pending_order(rt, "wechatpay")
     adapter.create_payment(PaymentOrderRef(first, AMOUNT, "养老保险", expires, notify))
     sandbox.pay(first)
     assert sandbox.deliveries[-1].status == 204 and state(rt, first)[0] == "paid"
 
     # A key neither stored nor next: refused as undecryptable (400), retried by WeChat Pay, nothing applied.
     sandbox.apiv3_key = b"SomeoneElsesKey00000000000000000"
-    second = new_order(rt, "wechatpay")
+    second = pending_order(rt, "wechatpay")
     adapter.create_payment(PaymentOrderRef(second, AMOUNT, "养老保险", expires, notify))
     sandbox.pay(second)
     assert [d.status for d in sandbox.deliveries[-2:]] == [400, 400]
@@ -236,7 +237,7 @@ def test_the_apiv3_switch_and_a_retired_platform_key_reach_the_running_service(
     sandbox.apiv3_key = new_key
     with unit_of_work(rt.sessions) as session:
         ck.retire(session, kids["public"])
-    third = new_order(rt, "wechatpay")
+    third = pending_order(rt, "wechatpay")
     sandbox.mode = "certificate"  # the API answer is signed with the certificate, which is still active
     adapter.create_payment(PaymentOrderRef(third, AMOUNT, "养老保险", expires, notify))
     sandbox.mode = "public_key"  # the notification with the retired public key
@@ -265,16 +266,16 @@ def test_alipay_callbacks_verify_under_either_public_key_during_a_rotation(
     client = start(rt)
     url = "/v1/payments/callbacks/alipay"
 
-    by_old, by_new = new_order(rt, "alipay"), new_order(rt, "alipay")
+    by_old, by_new = pending_order(rt, "alipay"), pending_order(rt, "alipay")
     assert client.post(url, content=ali_delivery(alipay_keys, by_old, signer="old")).text == "success"
     assert client.post(url, content=ali_delivery(alipay_keys, by_new, signer="new")).text == "success"
     assert state(rt, by_old)[0] == state(rt, by_new)[0] == "paid"
-    forged = new_order(rt, "alipay")
+    forged = pending_order(rt, "alipay")
     assert client.post(url, content=ali_delivery(alipay_keys, forged, signer="app")).text == "fail"
 
     with unit_of_work(rt.sessions) as session:
         ck.promote(session, new.kid)  # Alipay signs with the new key only now: the old one is retired
-    late = new_order(rt, "alipay")
+    late = pending_order(rt, "alipay")
     assert client.post(url, content=ali_delivery(alipay_keys, late, signer="old")).text == "fail"
     assert client.post(url, content=ali_delivery(alipay_keys, late, signer="new")).text == "success"
     assert state(rt, forged)[0] == "pending" and state(rt, late)[0] == "paid"

@@ -10,24 +10,22 @@ from urllib.parse import urlsplit
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
-from sqlalchemy import select
 
-from authsvc.database import unit_of_work
 from authsvc.runtime import Runtime
-from payments.callbacks.models import PaymentCallback
 from payments.channels import registry
 from payments.channels.base import PaymentOrderRef, TradeStatus
 from payments.channels.wechatpay_adapter import WechatPayAdapter, WechatPayConfig, WechatPayMerchant
-from payments.ledger.check import check
-from payments.ledger.service import balances
-from payments.orders import accounting, repository
-from payments.orders.domain import InsuranceType, OrderSpec, PayerKind, Tier, TierTable, validate
-from payments.refunds import service as refunds
 from payments.sandbox.wechatpay import WechatPaySandbox
+from tests.integration.payments.support import (
+    AMOUNT,
+    inbox,
+    order_and_money,
+    pending_order,
+    refund_state,
+    send_refund,
+)
 
 NOW = 1_795_000_000
-AMOUNT = 12000
-TIERS = TierTable({(InsuranceType.PENSION, "110000", 2025): Tier(monthly=False, choices=frozenset({AMOUNT}))})
 PAID = {"clearing:wechatpay": AMOUNT, "fund:pension:110000": AMOUNT}
 
 
@@ -64,42 +62,17 @@ def adapter(client: TestClient, sandbox: WechatPaySandbox) -> WechatPayAdapter:
 
 
 def new_order(runtime: Runtime, adapter: WechatPayAdapter) -> str:
-    spec = OrderSpec(
-        PayerKind.CITIZEN,
-        "subject-1",
-        "110105199003072813",
-        InsuranceType.PENSION,
-        ("2025",),
-        AMOUNT,
-        "110000",
-        "wechatpay",
-    )
-    with unit_of_work(runtime.sessions) as db:
-        order_no = repository.add_order(db, validate(spec, TIERS)).order_no
-        accounting.submit(db, order_no)
+    order_no = pending_order(runtime, "wechatpay")
     expires = datetime.datetime.fromtimestamp(NOW + 1800, datetime.UTC)
     adapter.create_payment(PaymentOrderRef(order_no, AMOUNT, "城乡居民养老保险", expires, ""))
     return order_no
-
-
-def state(runtime: Runtime, order_no: str) -> tuple[str, dict[str, int]]:
-    with unit_of_work(runtime.sessions) as db:
-        order = repository.order_by_no(db, order_no)
-        report = check(db)
-        assert report.ok, report
-        return (order.state if order else "none"), balances(db)
-
-
-def inbox(runtime: Runtime) -> list[tuple[str, str]]:
-    with unit_of_work(runtime.sessions) as db:
-        return [(r.channel_state, r.outcome) for r in db.scalars(select(PaymentCallback).order_by(PaymentCallback.id))]
 
 
 def test_paid_once_through_the_sandbox(runtime: Runtime, adapter: WechatPayAdapter, sandbox: WechatPaySandbox) -> None:
     order_no = new_order(runtime, adapter)
     sandbox.pay(order_no)
     assert [(d.status, d.attempt) for d in sandbox.deliveries] == [(204, 1)]
-    assert state(runtime, order_no) == ("paid", PAID)
+    assert order_and_money(runtime, order_no) == ("paid", PAID)
     assert inbox(runtime) == [("SUCCESS", "applied")]
     assert adapter.query_payment(order_no).status is TradeStatus.PAID
 
@@ -110,7 +83,7 @@ def test_a_duplicate_notification_changes_nothing(
     order_no = new_order(runtime, adapter)
     sandbox.pay(order_no, delivery="twice")
     assert [d.status for d in sandbox.deliveries] == [204, 204]
-    assert state(runtime, order_no) == ("paid", PAID)
+    assert order_and_money(runtime, order_no) == ("paid", PAID)
     assert inbox(runtime) == [("SUCCESS", "applied")]  # the second is a redelivery of the same event
 
 
@@ -124,7 +97,7 @@ def test_a_notification_retried_after_our_failure_pays_once(
     sandbox.sender = lambda url, h, b: next(failures, None) or deliver(url, h, b)
     sandbox.pay(order_no)
     assert [d.status for d in sandbox.deliveries] == [502, 503, 204]
-    assert state(runtime, order_no) == ("paid", PAID)
+    assert order_and_money(runtime, order_no) == ("paid", PAID)
 
 
 def test_a_service_without_the_channel_is_retried_until_it_has_it(
@@ -135,7 +108,7 @@ def test_a_service_without_the_channel_is_retried_until_it_has_it(
     sandbox.max_attempts = 2
     sandbox.pay(order_no)
     assert [d.status for d in sandbox.deliveries] == [503, 503]
-    assert state(runtime, order_no) == ("pending", {})
+    assert order_and_money(runtime, order_no) == ("pending", {})
     # WeChat Pay gave up; the order is found paid by query (the recovery sweep's job), nothing was half-applied.
     assert adapter.query_payment(order_no).status is TradeStatus.PAID
 
@@ -147,7 +120,7 @@ def test_forged_and_stale_notifications_change_nothing(
     order_no = new_order(runtime, adapter)
     sandbox.pay(order_no, delivery=delivery)
     assert [d.status for d in sandbox.deliveries] == [401]
-    assert state(runtime, order_no) == ("pending", {})
+    assert order_and_money(runtime, order_no) == ("pending", {})
     assert inbox(runtime) == []
 
 
@@ -156,7 +129,7 @@ def test_a_notification_never_sent_leaves_the_order_pending(
 ) -> None:
     order_no = new_order(runtime, adapter)
     sandbox.pay(order_no, delivery="none")
-    assert state(runtime, order_no) == ("pending", {})
+    assert order_and_money(runtime, order_no) == ("pending", {})
     trade = adapter.query_payment(order_no)  # what a recovery sweep sees
     assert (trade.status, trade.amount_fen) == (TradeStatus.PAID, AMOUNT)
 
@@ -170,7 +143,7 @@ def test_a_failure_delivered_after_the_success_is_a_conflict(
     sandbox.pay(order_no)
     sandbox.hold_callbacks = False
     sandbox.release_callbacks(reverse=True)
-    assert state(runtime, order_no) == ("paid", PAID)
+    assert order_and_money(runtime, order_no) == ("paid", PAID)
     assert inbox(runtime) == [("SUCCESS", "applied"), ("PAYERROR", "conflict")]
 
 
@@ -179,46 +152,35 @@ def test_a_charge_of_another_amount_is_held_in_suspense(
 ) -> None:
     order_no = new_order(runtime, adapter)
     sandbox.pay(order_no, amount_fen=AMOUNT - 1)
-    assert state(runtime, order_no) == (
+    assert order_and_money(runtime, order_no) == (
         "pending",
         {"clearing:wechatpay": AMOUNT - 1, "suspense:wechatpay": AMOUNT - 1},
     )
     assert inbox(runtime) == [("SUCCESS", "held_amount_mismatch")]
 
 
-def _refund(runtime: Runtime, client: TestClient, order_no: str, refund_no: str, amount: int) -> None:
-    with unit_of_work(runtime.sessions) as db:
-        accounting.request_refund(db, order_no, refund_no, amount)
-    refunds.send(runtime, registry.current(client.app), refund_no)  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize(
-    ("end", "refund_state"), [("SUCCESS", "succeeded"), ("ABNORMAL", "failed"), ("CLOSED", "failed")]
-)
+@pytest.mark.parametrize(("end", "settled"), [("SUCCESS", "succeeded"), ("ABNORMAL", "failed"), ("CLOSED", "failed")])
 def test_a_refund_through_the_sandbox_and_its_notification(
     client: TestClient,
     runtime: Runtime,
     adapter: WechatPayAdapter,
     sandbox: WechatPaySandbox,
     end: str,
-    refund_state: str,
+    settled: str,
 ) -> None:
     order_no = new_order(runtime, adapter)
     sandbox.pay(order_no)
-    _refund(runtime, client, order_no, "RF" + order_no[2:], 5000)
+    assert send_refund(runtime, client, order_no, "RF" + order_no[2:], 5000) == "requested"
     assert sandbox.refunds["RF" + order_no[2:]].amount_fen == 5000  # the channel has it, processing
     sandbox.settle_refund("RF" + order_no[2:], end)
     assert sandbox.deliveries[-1].status == 204
-    with unit_of_work(runtime.sessions) as db:
-        refund = repository.refund_by_no(db, "RF" + order_no[2:])
-        assert refund is not None and refund.state == refund_state
-        assert check(db).ok
-        money = {account: fen for account, fen in balances(db).items() if fen}
+    assert refund_state(runtime, "RF" + order_no[2:]) == settled
+    balances = order_and_money(runtime, order_no)[1]
     if end == "SUCCESS":
-        assert money == {"clearing:wechatpay": AMOUNT - 5000, "fund:pension:110000": AMOUNT - 5000}
+        assert balances == {"clearing:wechatpay": AMOUNT - 5000, "fund:pension:110000": AMOUNT - 5000}
     else:
-        assert money == PAID  # the refund reversed: the fund keeps the contribution
-    assert inbox(runtime)[-1] == (f"refund:{refund_state}", "applied")
+        assert balances == PAID  # the refund reversed: the fund keeps the contribution
+    assert inbox(runtime)[-1] == (f"refund:{settled}", "applied")
 
 
 def test_a_refund_declined_by_the_channel_fails_and_releases(
@@ -227,11 +189,8 @@ def test_a_refund_declined_by_the_channel_fails_and_releases(
     order_no = new_order(runtime, adapter)
     sandbox.pay(order_no)
     sandbox.balance_short = True
-    _refund(runtime, client, order_no, "RF" + order_no[2:], 5000)
-    with unit_of_work(runtime.sessions) as db:
-        refund = repository.refund_by_no(db, "RF" + order_no[2:])
-        assert refund is not None and refund.state == "failed"
-        assert check(db).ok and {a: fen for a, fen in balances(db).items() if fen} == PAID
+    assert send_refund(runtime, client, order_no, "RF" + order_no[2:], 5000) == "failed"
+    assert order_and_money(runtime, order_no) == ("paid", PAID)
 
 
 def test_a_refund_whose_answer_is_lost_stays_requested(
@@ -240,11 +199,8 @@ def test_a_refund_whose_answer_is_lost_stays_requested(
     order_no = new_order(runtime, adapter)
     sandbox.pay(order_no)
     sandbox.fail_next(1, "timeout")
-    _refund(runtime, client, order_no, "RF" + order_no[2:], 5000)
-    with unit_of_work(runtime.sessions) as db:
-        refund = repository.refund_by_no(db, "RF" + order_no[2:])
-        assert refund is not None and refund.state == "requested"
-        assert check(db).ok
+    assert send_refund(runtime, client, order_no, "RF" + order_no[2:], 5000) == "requested"
+    assert order_and_money(runtime, order_no)[0] == "paid"
 
 
 def test_a_refund_notification_delivered_twice_settles_once(
@@ -253,14 +209,9 @@ def test_a_refund_notification_delivered_twice_settles_once(
     order_no = new_order(runtime, adapter)
     sandbox.pay(order_no)
     refund_no = "RF" + order_no[2:]
-    _refund(runtime, client, order_no, refund_no, AMOUNT)
+    send_refund(runtime, client, order_no, refund_no, AMOUNT)
     sandbox.settle_refund(refund_no, "SUCCESS", delivery="twice")
     assert [d.status for d in sandbox.deliveries[-2:]] == [204, 204]
-    with unit_of_work(runtime.sessions) as db:
-        refund = repository.refund_by_no(db, refund_no)
-        order = repository.order_by_no(db, order_no)
-        assert refund is not None and refund.state == "succeeded"
-        assert order is not None and order.state == "refunded"
-        assert check(db).ok
-        assert {a: fen for a, fen in balances(db).items() if fen} == {}  # all of it went back to the payer
+    assert refund_state(runtime, refund_no) == "succeeded"
+    assert order_and_money(runtime, order_no) == ("refunded", {})  # all of it went back to the payer
     assert [row for row in inbox(runtime) if row[0].startswith("refund:")] == [("refund:succeeded", "applied")]

@@ -1,0 +1,68 @@
+"""Helpers shared by the payments integration tests: an order made straight through the accounting (as starting its
+payment would leave it), what the ledger and the callbacks inbox hold, and a refund requested and sent as the
+refunds API does."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from authsvc.database import unit_of_work
+from authsvc.runtime import Runtime
+from payments.callbacks.models import PaymentCallback
+from payments.channels import registry
+from payments.ledger.check import check
+from payments.ledger.service import balances
+from payments.orders import accounting, repository
+from payments.orders.domain import InsuranceType, OrderSpec, PayerKind, Tier, TierTable, validate
+from payments.refunds import service as refunds
+
+AMOUNT = 12000
+SSN = "110105199003072813"
+TIERS = TierTable({(InsuranceType.PENSION, "110000", 2025): Tier(monthly=False, choices=frozenset({AMOUNT}))})
+
+
+def pending_order(runtime: Runtime, channel: str) -> str:
+    """A citizen's 2025 pension order of AMOUNT for `channel`, submitted (pending), as after its payment started."""
+    spec = OrderSpec(PayerKind.CITIZEN, "subject-1", SSN, InsuranceType.PENSION, ("2025",), AMOUNT, "110000", channel)
+    with unit_of_work(runtime.sessions) as db:
+        order_no = repository.add_order(db, validate(spec, TIERS)).order_no
+        accounting.submit(db, order_no)
+    return order_no
+
+
+def money(db: Session) -> dict[str, int]:
+    """The ledger's non-zero balances (an account whose postings cancel out is left out)."""
+    return {account: fen for account, fen in balances(db).items() if fen}
+
+
+def order_and_money(runtime: Runtime, order_no: str) -> tuple[str, dict[str, int]]:
+    """The order's state ("none" without the order) and the ledger's non-zero balances, the ledger checked first."""
+    with unit_of_work(runtime.sessions) as db:
+        order = repository.order_by_no(db, order_no)
+        report = check(db)
+        assert report.ok, report
+        return (order.state if order else "none"), money(db)
+
+
+def inbox(runtime: Runtime) -> list[tuple[str, str]]:
+    """Every inbox row's channel state and outcome, oldest first."""
+    with unit_of_work(runtime.sessions) as db:
+        return [(r.channel_state, r.outcome) for r in db.scalars(select(PaymentCallback).order_by(PaymentCallback.id))]
+
+
+def refund_state(runtime: Runtime, refund_no: str) -> str:
+    with unit_of_work(runtime.sessions) as db:
+        refund = repository.refund_by_no(db, refund_no)
+        assert refund is not None
+        return refund.state
+
+
+def send_refund(runtime: Runtime, client: TestClient, order_no: str, refund_no: str, amount: int) -> str:
+    """Request a refund through the accounting, send it to the order's channel installed on the app as the refunds
+    API does after its commit, and return the refund's state after the channel's answer."""
+    with unit_of_work(runtime.sessions) as db:
+        accounting.request_refund(db, order_no, refund_no, amount)
+    refunds.send(runtime, registry.current(client.app), refund_no)  # type: ignore[arg-type]
+    return refund_state(runtime, refund_no)
