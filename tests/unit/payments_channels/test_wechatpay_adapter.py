@@ -92,6 +92,20 @@ def make_adapter(sandbox: WechatPaySandbox, *, http: httpx.Client | None = None,
     )
 
 
+def merchant_get(sandbox: WechatPaySandbox, path: str, *, timestamp: int = NOW) -> str:
+    """The Authorization header of a GET of `path` signed with the sandbox merchant's key, as our adapter signs."""
+    assert sandbox.merchant_private_key is not None
+    return wx.authorization_header(
+        method="GET",
+        url=path,
+        body="",
+        mchid=sandbox.mchid,
+        serial_no=sandbox.merchant_serial,
+        private_key=sandbox.merchant_private_key,
+        timestamp=timestamp,
+    )
+
+
 @pytest.fixture
 def adapter(sandbox: WechatPaySandbox, inbox: Inbox) -> WechatPayAdapter:
     inbox.adapter = make_adapter(sandbox)
@@ -463,17 +477,8 @@ def test_the_sandbox_accepts_the_sdks_signature_and_the_sdk_verifies_its_answer(
 
 
 def test_a_replayed_request_is_sign_error(sandbox: WechatPaySandbox) -> None:
-    assert sandbox.merchant_private_key is not None
     path = f"/v3/pay/transactions/out-trade-no/{ORDER}?mchid={sandbox.mchid}"
-    header = wx.authorization_header(
-        method="GET",
-        url=path,
-        body="",
-        mchid=sandbox.mchid,
-        serial_no=sandbox.merchant_serial,
-        private_key=sandbox.merchant_private_key,
-        timestamp=NOW,
-    )
+    header = merchant_get(sandbox, path)
     client = TestClient(sandbox.app)
     assert client.get(path, headers={"Authorization": header}).status_code == 404
     assert client.get(path, headers={"Authorization": header}).json()["code"] == "SIGN_ERROR"
@@ -491,19 +496,7 @@ def test_a_request_outside_the_window_is_sign_error(sandbox: WechatPaySandbox) -
 
 
 def test_certificates_are_encrypted_under_the_apiv3_key(sandbox: WechatPaySandbox) -> None:
-    assert sandbox.merchant_private_key is not None
-    header = wx.authorization_header(
-        method="GET",
-        url="/v3/certificates",
-        body="",
-        mchid=sandbox.mchid,
-        serial_no=sandbox.merchant_serial,
-        private_key=sandbox.merchant_private_key,
-        timestamp=NOW,
-    )
-    response = TestClient(sandbox.app).get("/v3/certificates", headers={"Authorization": header})
-    wx.verify_callback(response.headers, response.content, sandbox.platform_keys(), now=NOW)
-    (entry,) = response.json()["data"]
+    (entry,) = _certificates(sandbox)
     sealed = entry["encrypt_certificate"]
     assert entry["serial_no"] == sandbox.certificate_serial and sealed["algorithm"] == "AEAD_AES_256_GCM"
     # Decrypted by the SDK's own function, then read as the certificate whose serial it claims.
@@ -818,32 +811,15 @@ def test_the_bill_sha1_in_the_answer_is_of_the_file(adapter: WechatPayAdapter, s
     # Checked against the SHA1 of the bytes by hashlib directly, not through the adapter.
     paid(adapter, sandbox)
     day = _bill_day(sandbox, adapter)
-    assert sandbox.merchant_private_key is not None
     path = f"/v3/bill/tradebill?bill_date={day.isoformat()}&bill_type=ALL"
-    header = wx.authorization_header(
-        method="GET",
-        url=path,
-        body="",
-        mchid=sandbox.mchid,
-        serial_no=sandbox.merchant_serial,
-        private_key=sandbox.merchant_private_key,
-        timestamp=NOW + 86400,
-    )
+    header = merchant_get(sandbox, path, timestamp=NOW + 86400)
     answer = TestClient(sandbox.app).get(path, headers={"Authorization": header}).json()
     assert answer["hash_value"] == hashlib.sha1(sandbox.bill(day)).hexdigest()
 
 
 def _certificates(sandbox: WechatPaySandbox) -> list[dict[str, Any]]:
-    assert sandbox.merchant_private_key is not None
-    header = wx.authorization_header(
-        method="GET",
-        url="/v3/certificates",
-        body="",
-        mchid=sandbox.mchid,
-        serial_no=sandbox.merchant_serial,
-        private_key=sandbox.merchant_private_key,
-        timestamp=NOW,
-    )
+    """The platform certificates endpoint's entries, its answer verified."""
+    header = merchant_get(sandbox, "/v3/certificates")
     response = TestClient(sandbox.app).get("/v3/certificates", headers={"Authorization": header})
     wx.verify_callback(response.headers, response.content, sandbox.platform_keys(), now=NOW)
     return response.json()["data"]  # type: ignore[no-any-return]
