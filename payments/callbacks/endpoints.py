@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from authsvc.deps import DbSession, RawBody, RuntimeDep
 from payments.callbacks import inbox
+from payments.channels.base import ChannelUnavailable
 from payments.channels.common import Acknowledgement, ChannelRefusal, RefusalReason, json_failure
 from payments.channels.registry import ChannelsDep
 
@@ -49,6 +50,10 @@ def channel_callback(
     except ChannelRefusal as refusal:
         log.warning("%s callback refused: %s (%s)", channel, refusal.reason, refusal.message)
         return _answer(adapter.acknowledge(refusal))
+    except ChannelUnavailable:
+        # Configured, but its keys are not usable now (payments/channels/setup.py logged why): our failure, as for a
+        # channel not configured; the channel retries and nothing is recorded.
+        return _answer(json_failure(503, "channel not available"))
     try:
         inbox.receive(db, verified.event)
     except SQLAlchemyError:

@@ -34,6 +34,7 @@ from payments.channels import registry
 from payments.channels.base import (
     ChannelAdapter,
     ChannelTrade,
+    ChannelUnavailable,
     CloseResult,
     PaymentOrderRef,
     PaymentStart,
@@ -239,8 +240,19 @@ class KeyedAdapter:
             built = self._built = (material, adapters)
         return built[1]
 
+    def _usable(self) -> Sequence[ChannelAdapter]:
+        """The adapters for a call at run time. Keys that stopped being usable since start-up (no active one left, an
+        expired platform certificate, sealed under another KEK) make the channel unavailable, as if it did not
+        answer: every caller already handles ChannelUnavailable (503, left for the sweep), none handles Missing."""
+        try:
+            return self.adapters()
+        except (Missing, SealError) as exc:
+            reason = str(exc) if isinstance(exc, Missing) else f"its keys cannot be read ({type(exc).__name__})"
+            log.error("payment channel %s is unusable: %s", self.name, reason)
+            raise ChannelUnavailable(f"{self.name}: {reason}") from None
+
     def _current(self) -> ChannelAdapter:
-        return self.adapters()[0]
+        return self._usable()[0]
 
     def __getattr__(self, attribute: str) -> Any:
         # Calls beyond the interface (a sandbox hook, the bank's `gateway`) reach the current adapter.
@@ -249,11 +261,7 @@ class KeyedAdapter:
         return getattr(self._current(), attribute)
 
     def read_callback(self, headers: Mapping[str, str], body: bytes, *, now: float) -> VerifiedCallback:
-        try:
-            candidates = self.adapters()
-        except Missing as exc:
-            log.error("%s callback: channel keys missing: %s", self.name, exc)
-            raise
+        candidates = self._usable()
         retry_on = _KEY_REFUSALS.get(self.name)
         for index, adapter in enumerate(candidates):
             try:

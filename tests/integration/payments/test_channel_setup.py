@@ -22,9 +22,11 @@ from authsvc.cli import prepare
 from authsvc.database import unit_of_work
 from authsvc.runtime import Runtime
 from keys import channel_keys as ck
+from keys.models import KeyRecord
 from payments.channels import registry
-from payments.channels.base import PaymentOrderRef
+from payments.channels.base import ChannelUnavailable, PaymentOrderRef
 from payments.channels.setup import install_channels
+from payments.orders import checkout
 from payments.sandbox.wechatpay import WechatPaySandbox
 from tests.integration.payments.support import AMOUNT, pending_order
 from tests.integration.payments.test_callbacks import ali_delivery, state
@@ -336,3 +338,31 @@ def test_keys_sealed_under_another_kek_leave_the_channel_out_without_a_crash(
     assert registry.current(app).names() == []
     assert app.state.payment_channel_clients.left_out == {"wechatpay": "its keys cannot be read (SealError)"}
     assert "wechatpay is left out" in caplog.text
+
+
+def test_a_channel_whose_keys_went_away_while_running_answers_retry_later_not_500(
+    service_factory: Any, alipay_keys: dict[str, rsa.RSAPrivateKey]
+) -> None:
+    """Keys can stop being usable after start-up (a platform certificate past its end, a key row lost in a restore):
+    the channel is then unavailable, as if it did not answer. Its callbacks are answered 503 (the channel retries,
+    nothing is recorded) and a payment start is ChannelUnavailable (the API's 503), never an unhandled error."""
+    make_runtime, start = service_factory
+    rt = make_runtime(payment_channels="alipay", key_cache_seconds=0)
+    imp(rt, "alipay", "app-key", pem(alipay_keys["app"]))
+    public = imp(rt, "alipay", "alipay-public-key", pem(alipay_keys["old"].public_key()))
+    client = start(rt)
+    adapter = registry.current(client.app).get("alipay")  # type: ignore[arg-type]
+    assert adapter is not None
+    order_no = pending_order(rt, "alipay")
+    with unit_of_work(rt.sessions) as session:  # the only public key of Alipay is no longer there
+        record = session.get(KeyRecord, public.kid)
+        assert record is not None
+        session.delete(record)
+
+    response = client.post("/v1/payments/callbacks/alipay", content=ali_delivery(alipay_keys, order_no, signer="old"))
+    assert response.status_code == 503 and response.text != "success"
+    assert state(rt, order_no) == ("pending", {})
+    expires = datetime.datetime.fromtimestamp(NOW + 3600, datetime.UTC)
+    with pytest.raises(ChannelUnavailable):
+        checkout.start(adapter, PaymentOrderRef(order_no, AMOUNT, "养老保险", expires, ""), rt.sessions)
+    assert state(rt, order_no) == ("pending", {})
