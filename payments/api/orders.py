@@ -20,6 +20,7 @@ from authsvc.oauth import scopes as known_scopes
 from authsvc.problems import Problem
 from authsvc.runtime import Runtime
 from payments.api import idempotency
+from payments.channels import setup
 from payments.channels.base import ChannelDeclined, ChannelUnavailable
 from payments.channels.registry import ChannelsDep
 from payments.orders import checkout, service
@@ -178,7 +179,7 @@ def start_payment(
                 raise Problem(409, "card_unavailable", "no active card of this cardholder can pay")
         ref = checkout.order_ref(
             order,
-            notify_url=f"{settings.issuer}/v1/payments/callbacks/{order.channel}",
+            notify_url=setup.notify_url(settings, order.channel),
             expires_at=checkout.expiry(order, settings.payment_order_ttl),
             payer_ref=payer_ref,
         )

@@ -82,8 +82,9 @@ def check_startable(order: PaymentOrder) -> None:
         raise NotStartable("order_not_payable", f"the order is {order.state}")
 
 
-def expiry(order: PaymentOrder, ttl_seconds: int) -> datetime:
-    return order.created_at + timedelta(seconds=ttl_seconds)
+def expiry(order: PaymentOrder, ttl: int | timedelta) -> datetime:
+    """When an unpaid order ends: what the channel is told at checkout, and when the recovery sweep closes it."""
+    return order.created_at + (ttl if isinstance(ttl, timedelta) else timedelta(seconds=ttl))
 
 
 def start(adapter: ChannelAdapter, ref: PaymentOrderRef, sessions: sessionmaker[Session]) -> Started:

@@ -191,7 +191,7 @@ def claim_due(sessions: sessionmaker[Session], *, now: datetime, order_ttl: time
                 .execution_options(synchronize_session=False)
             )
             if taken.rowcount == 1:  # type: ignore[attr-defined]
-                expires_at = None if order.channel in checkout.BATCH_ONLY else order.created_at + order_ttl
+                expires_at = None if order.channel in checkout.BATCH_ONLY else checkout.expiry(order, order_ttl)
                 claimed.append(
                     _Claimed(order.order_no, order.channel, order.amount_fen, order.check_attempts, expires_at)
                 )
