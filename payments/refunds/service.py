@@ -200,9 +200,10 @@ def _record(runtime: Runtime, refund_no: str, change: Any) -> None:
 def declined(db: Session, refund_no: str, code: str) -> Applied:
     """The channel refused the refund outright (ChannelDeclined): failed, the reservation released."""
     refund, _ = accounting.lock_refund(db, refund_no)
-    refund.sent_at, refund.channel_note = utcnow(), f"declined: {code}"[:200]
     if refund.state != accounting.REQUESTED:
+        # Settled meanwhile (a notification came first): the decline changes nothing, not even the refund's note.
         return Applied.CONFLICT if refund.state != accounting.FAILED else Applied.DUPLICATE
+    refund.sent_at, refund.channel_note = utcnow(), f"declined: {code}"[:200]
     accounting.refund_failed(db, refund_no)
     log.warning("refund %s declined by the channel: %s", refund_no, code)
     return Applied.APPLIED

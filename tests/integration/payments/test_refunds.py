@@ -499,6 +499,25 @@ def test_channel_unavailable_then_the_notification(
     assert ledger(runtime) == {CLEARING: 200_000, FUND: 200_000, REFUNDS: 0}
 
 
+def test_a_decline_answered_after_the_notification_settled_the_refund_changes_nothing(
+    client: TestClient, runtime: Runtime, channel: ScriptedChannel, alice: Op
+) -> None:
+    """The refund's notification is applied while our request is still waiting for the channel's answer, which then
+    is a decline: a conflict with what we hold, so the succeeded refund is left as it was (no "declined" note)."""
+
+    def settled_meanwhile_then_declined(request: RefundRequest) -> RefundStatus:
+        assert notify(client, request.refund_no, request.order_no, "succeeded", SMALL, "ev-1").status_code == 204
+        raise ChannelDeclined("NOT_ENOUGH", "too late")
+
+    order_no = paid_order(runtime)
+    channel.script.append(settled_meanwhile_then_declined)
+    created = request(client, alice, refund_body(order_no, SMALL))
+    assert created.status_code == 201
+    assert created.json()["state"] == "succeeded" and created.json()["channel_note"] is None
+    assert order_state(runtime, order_no) == ("refunded", SMALL, SMALL)
+    assert ledger(runtime) == {CLEARING: 0, FUND: 0, REFUNDS: 0}
+
+
 def other_refunds_answer(request: RefundRequest) -> RefundStatus:
     return RefundStatus("RFsomeoneelse", RefundOutcome.SUCCEEDED, request.amount_fen)
 
