@@ -17,6 +17,7 @@ Keys are scoped per caller (client and subject) and, like the body fingerprints,
 from __future__ import annotations
 
 import base64
+import hmac
 import json
 import secrets
 from dataclasses import dataclass
@@ -91,9 +92,15 @@ def begin(runtime: Runtime, *, scope: str, client_id: str, subject: str, key: st
     record = json.loads(found) if found else {"running": "?"}
     if "running" in record:
         raise Problem(409, "idempotency_in_progress", f"a request with this {HEADER} is still being processed")
-    if record["fp"] != fingerprint:
-        raise Problem(422, "idempotency_key_reused", f"this {HEADER} was used with another request body")
+    check_same_body(record["fp"], fingerprint)
     return Stored(record["status"], record["media_type"], base64.b64decode(record["body"]))
+
+
+def check_same_body(kept: str, fingerprint: str) -> None:
+    """422 `idempotency_key_reused` unless the key's response was made from this body. The fingerprints are MACs:
+    compared in constant time."""
+    if not hmac.compare_digest(kept, fingerprint):
+        raise Problem(422, "idempotency_key_reused", f"this {HEADER} was used with another request body")
 
 
 def finish(runtime: Runtime, claim: Claim, response: Stored, *, fingerprint: str | None = None) -> None:

@@ -129,8 +129,7 @@ def create_order(request: Request, caller: CallerDep, runtime: RuntimeDep, body:
     # Kept under the fingerprint of the body the order was made from, so that later requests with another body
     # are refused by the store alone.
     idempotency.finish(runtime, claim, outcome.response, fingerprint=outcome.fingerprint)
-    if outcome.fingerprint != claim.fingerprint:
-        raise Problem(422, "idempotency_key_reused", f"this {idempotency.HEADER} was used with another request body")
+    idempotency.check_same_body(outcome.fingerprint, claim.fingerprint)
     return idempotency.response(outcome.response, replayed=outcome.replayed)
 
 

@@ -157,8 +157,7 @@ def request_refund(
         idempotency.release(runtime, claim)
         raise
     idempotency.finish(runtime, claim, _stored(answer), fingerprint=created.fingerprint)
-    if created.fingerprint != claim.fingerprint:
-        raise Problem(422, "idempotency_key_reused", f"this {idempotency.HEADER} was used with another request body")
+    idempotency.check_same_body(created.fingerprint, claim.fingerprint)
     return answer
 
 
