@@ -5,11 +5,15 @@ row answering when the store lost the response)."""
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from authsvc.app import create_app
@@ -316,3 +320,41 @@ def test_orders_are_held_to_the_operators_tiers(settings_factory, tmp_path) -> N
             problem(create(client, token, other_region, key="t-3"), 422, "order_invalid")
     finally:
         rt.close()
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=10), children, max_size=3),
+    max_leaves=8,
+)
+
+
+@hypothesis_settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    change=st.dictionaries(
+        st.sampled_from([*ORDER, "extra"]),
+        _json_values | st.sampled_from(["withholding", "card", "2025-01", "110000", "employer", "agent"]),
+        max_size=3,
+    ),
+    drop=st.sets(st.sampled_from(sorted(ORDER)), max_size=2),
+)
+def test_any_order_body_is_answered_without_a_500(
+    client: TestClient, runtime: Runtime, change: dict[str, Any], drop: set[str]
+) -> None:
+    """Bodies near a good order (fields changed, dropped, added) through the API: 201, or a 4xx problem+json that
+    writes nothing and never quotes the SSN."""
+    alice = citizen_token(client, runtime, "alice")
+    body = {k: v for k, v in {**ORDER, **change}.items() if k not in drop}
+    before = _order_count(runtime)
+    answer = create(client, alice, body, key=secrets.token_hex(8))
+    assert answer.status_code < 500, answer.text
+    if answer.status_code != 201:
+        assert 400 <= answer.status_code < 500
+        assert answer.headers["content-type"].startswith("application/problem+json")
+        assert answer.json()["reason"] and OTHER_SSN not in answer.text
+        assert _order_count(runtime) == before
+
+
+def _order_count(runtime: Runtime) -> int:
+    with unit_of_work(runtime.sessions) as db:
+        return db.scalar(select(func.count()).select_from(PaymentOrder)) or 0
