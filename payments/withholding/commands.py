@@ -106,42 +106,52 @@ def _agreement_revoke(args: argparse.Namespace, admin: Admin) -> dict[str, Any]:
         raise CommandRefused(str(exc)) from None
 
 
-def _refuse_existing(*paths: Path) -> None:
-    for path in paths:
+def _check_out(out: Path) -> None:
+    """Checked before anything is exported: a debit file (and its .sig) is never overwritten, and it can be written
+    where asked (a batch committed without its file would hold its orders until `debit-file`)."""
+    for path in (out, Path(f"{out}.sig")):
         if path.exists():
             raise CommandRefused(f"{path} exists: a debit file is never overwritten")
+    if not out.parent.is_dir():
+        raise CommandRefused(f"{out.parent} is not a directory")
 
 
-def _write(out: Path, data: bytes, signature: bytes) -> None:
-    out.write_bytes(data)
-    Path(f"{out}.sig").write_bytes(signature)
+def _write(out: Path, data: bytes, signature: bytes, batch_no: str) -> None:
+    try:
+        out.write_bytes(data)
+        Path(f"{out}.sig").write_bytes(signature)
+    except OSError as exc:
+        raise CommandRefused(
+            f"batch {batch_no} is exported but {exc.filename} could not be written ({exc.strerror}): "
+            "write it with debit-file"
+        ) from None
 
 
 def _export(args: argparse.Namespace, admin: Admin) -> dict[str, Any]:
     from authsvc.database import utcnow
     from payments.withholding.batches import export
 
-    _refuse_existing(args.out, Path(f"{args.out}.sig"))
+    _check_out(args.out)
     with admin() as (runtime, session):
         merchant, key, _ = _keys(runtime, session)
         exported = export(session, merchant=merchant, key=key, now=utcnow())
     # Written after the commit: a file is only ever sent for a batch the database holds (batches.py).
     if exported.batch_no is not None:
-        _write(args.out, exported.data, exported.signature)
+        _write(args.out, exported.data, exported.signature, exported.batch_no)
     return exported.report() | {"file": str(args.out) if exported.batch_no else None}
 
 
 def _debit_file(args: argparse.Namespace, admin: Admin) -> dict[str, Any]:
     from payments.withholding.batches import debit_file
 
-    _refuse_existing(args.out, Path(f"{args.out}.sig"))
+    _check_out(args.out)
     with admin() as (runtime, session):
         merchant, key, _ = _keys(runtime, session)
         try:
             data, signature = debit_file(session, args.batch_no, merchant=merchant, key=key)
         except LookupError as exc:
             raise CommandRefused(str(exc)) from None
-    _write(args.out, data, signature)
+    _write(args.out, data, signature, args.batch_no)
     return {"batch_no": args.batch_no, "file": str(args.out)}
 
 

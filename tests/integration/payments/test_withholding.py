@@ -465,3 +465,38 @@ def test_cli(cli_env: Runtime, service: Bank, tmp_path: Path, capsys: pytest.Cap
     assert code == 1 and "already revoked" in err
     with unit_of_work(runtime.sessions) as db:
         assert db.scalar(select(func.count()).select_from(WithholdingBatch)) == 1
+
+
+def test_cli_export_to_a_missing_directory_exports_nothing(
+    cli_env: Runtime,
+    service: Bank,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A debit file that cannot be written is refused before the batch is made: the orders stay waiting for the
+    next export, instead of being packed into a batch whose file the operator never got (and a traceback)."""
+    runtime = cli_env
+    monkeypatch.setenv("SSCARD_BANK_MERCHANT_ID", MERCHANT)
+    pem = OUR_KEY.private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    with unit_of_work(runtime.sessions) as db:
+        channel_keys.import_key(db, runtime.sealer, channel="bank", kind="signing-key", data=pem, serial="sscard-1")
+        channel_keys.import_key(
+            db,
+            runtime.sealer,
+            channel="bank",
+            kind="bank-public-key",
+            data=service.sandbox.bank_key.public_pem(),
+            serial=service.sandbox.bank_key.key_id,
+        )
+    agree(runtime, service, "AG1", "alice")
+    order_no = new_order(runtime, "withholding", submit=False, payer="alice")
+    out = tmp_path / "no-such-directory" / "debit.txt"
+    for command in (["export"], ["debit-file", "WH0"]):
+        assert cli.main(["payments", "withholding", *command, "--out", str(out)]) == 1
+        assert "no-such-directory" in capsys.readouterr().err
+    assert order_state(runtime, order_no) == "created"
+    with unit_of_work(runtime.sessions) as db:
+        assert db.scalar(select(func.count()).select_from(WithholdingBatch)) == 0
