@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from authsvc.registry.masking import mask_ssn
+from authsvc.registry.ssn import InvalidSSN, normalize
 from payments.orders.domain import PayerKind
 from payments.withholding.models import WithholdingAgreement
 
@@ -53,8 +54,11 @@ def add_agreement(
         raise AgreementError(f"payer kind must be one of {[k.value for k in PayerKind]}") from None
     if not payer or len(payer) > 64 or not payer.isprintable():
         raise AgreementError("payer is 1 to 64 printable characters")
-    if not isinstance(insured_ssn, str) or len(insured_ssn) != 18 or not insured_ssn.isalnum():
-        raise AgreementError("insured SSN must be 18 characters")
+    try:
+        # As orders hold it (payments/orders/domain.validate): a mistyped number would match no order, ever.
+        insured_ssn = normalize(insured_ssn)
+    except InvalidSSN as exc:
+        raise AgreementError(f"insured SSN: {exc}") from None
     if active_agreement(db, kind.value, payer, insured_ssn) is not None:
         raise AgreementError(f"{kind.value} {payer} already has an active agreement for {mask_ssn(insured_ssn)}")
     agreement = WithholdingAgreement(

@@ -118,6 +118,8 @@ def test_agreements(runtime: Runtime, service: Bank) -> None:  # noqa: F811
         ("agreement_no", "AG|1"),
         ("payer_kind", "bank"),
         ("insured_ssn", "123"),
+        ("insured_ssn", "110105199003072814"),  # a typo (wrong check character): no order could ever match it
+        ("insured_ssn", "ABCDEFGHIJKLMNOPQR"),
     ],
 )
 def test_agreement_input_refused(runtime: Runtime, service: Bank, field: str, value: str) -> None:  # noqa: F811
