@@ -23,18 +23,28 @@ SSN = "110105199003072813"
 TIERS = TierTable({(InsuranceType.PENSION, "110000", 2025): Tier(monthly=False, choices=frozenset({AMOUNT}))})
 
 
-def pending_order(runtime: Runtime, channel: str) -> str:
-    """A citizen's 2025 pension order of AMOUNT for `channel`, submitted (pending), as after its payment started."""
-    spec = OrderSpec(PayerKind.CITIZEN, "subject-1", SSN, InsuranceType.PENSION, ("2025",), AMOUNT, "110000", channel)
+def new_order(runtime: Runtime, channel: str, *, submit: bool = True, payer: str = "subject-1") -> str:
+    """A citizen's 2025 pension order of AMOUNT for `channel`, submitted (pending) as after its payment started, or
+    left created (`submit=False`)."""
+    spec = OrderSpec(PayerKind.CITIZEN, payer, SSN, InsuranceType.PENSION, ("2025",), AMOUNT, "110000", channel)
     with unit_of_work(runtime.sessions) as db:
         order_no = repository.add_order(db, validate(spec, TIERS)).order_no
-        accounting.submit(db, order_no)
+        if submit:
+            accounting.submit(db, order_no)
     return order_no
 
 
 def money(db: Session) -> dict[str, int]:
     """The ledger's non-zero balances (an account whose postings cancel out is left out)."""
     return {account: fen for account, fen in balances(db).items() if fen}
+
+
+def ledger(runtime: Runtime) -> dict[str, int]:
+    """The ledger's non-zero balances, the ledger checked first."""
+    with unit_of_work(runtime.sessions) as db:
+        report = check(db)
+        assert report.ok, report
+        return money(db)
 
 
 def order_and_money(runtime: Runtime, order_no: str) -> tuple[str, dict[str, int]]:

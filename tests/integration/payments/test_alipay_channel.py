@@ -25,7 +25,8 @@ from payments.orders import accounting
 from payments.refunds import service as refunds
 from payments.refunds.service import Applied
 from payments.sandbox.alipay import AlipaySandbox, GatewayFault, NotifyFault
-from tests.integration.payments.support import AMOUNT, inbox, order_and_money, pending_order, send_refund
+from tests.integration.payments import support
+from tests.integration.payments.support import AMOUNT, inbox, order_and_money, send_refund
 
 NOW = 1_795_000_000
 APP_ID = "2021000000000001"
@@ -89,7 +90,7 @@ def adapter(client: TestClient, sandbox: AlipaySandbox, app_key: rsa.RSAPrivateK
 
 
 def new_order(runtime: Runtime, adapter: AlipayAdapter) -> str:
-    order_no = pending_order(runtime, "alipay")
+    order_no = support.new_order(runtime, "alipay")
     expires = datetime.datetime.fromtimestamp(NOW + 1800, datetime.UTC)
     adapter.create_payment(PaymentOrderRef(order_no, AMOUNT, "城乡居民养老保险", expires, NOTIFY_URL))
     return order_no

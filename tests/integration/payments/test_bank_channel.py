@@ -17,11 +17,9 @@ import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
-from sqlalchemy import select
 
 from authsvc.database import unit_of_work
 from authsvc.runtime import Runtime
-from payments.callbacks.models import PaymentCallback
 from payments.channels import bank
 from payments.channels.bank_adapter import BankAdapter, BankConfig
 from payments.channels.base import (
@@ -36,19 +34,14 @@ from payments.channels.base import (
 )
 from payments.channels.card_adapter import CardAccountAdapter
 from payments.channels.registry import Channels, install
-from payments.ledger.check import check
-from payments.ledger.service import balances
 from payments.orders import accounting, repository
-from payments.orders.domain import InsuranceType, OrderSpec, PayerKind, Tier, TierTable, validate
 from payments.sandbox.bank import BankSandbox
 from payments.withholding.adapter import WithholdingAdapter
 from tests.fixtures.service import free_port
+from tests.integration.payments.support import AMOUNT, inbox, ledger, new_order
 
 MERCHANT = "M100001"
 NOW = 1_795_000_000  # 2026-11-18T11:06:40Z: the clock of the service and of the sandbox in these tests
-AMOUNT = 12000
-SSN = "110105199003072813"
-TIERS = TierTable({(InsuranceType.PENSION, "110000", 2025): Tier(monthly=False, choices=frozenset({AMOUNT}))})
 EXPIRES = datetime(2026, 11, 18, 13, 0, tzinfo=UTC)
 OUR_KEY = bank.SigningKey.generate("sscard-1")
 
@@ -109,32 +102,11 @@ def serve_bank(client: TestClient, runtime: Runtime) -> Bank:
     return env
 
 
-def new_order(runtime: Runtime, channel: str, *, submit: bool = True, payer: str = "subject-1") -> str:
-    spec = OrderSpec(PayerKind.CITIZEN, payer, SSN, InsuranceType.PENSION, ("2025",), AMOUNT, "110000", channel)
-    with unit_of_work(runtime.sessions) as db:
-        order_no = repository.add_order(db, validate(spec, TIERS)).order_no
-        if submit:
-            accounting.submit(db, order_no)
-        return order_no
-
-
 def order_state(runtime: Runtime, order_no: str) -> str:
     with unit_of_work(runtime.sessions) as db:
         order = repository.order_by_no(db, order_no)
         assert order is not None
         return order.state
-
-
-def ledger(runtime: Runtime) -> dict[str, int]:
-    with unit_of_work(runtime.sessions) as db:
-        assert check(db).ok
-        return {code: amount for code, amount in balances(db).items() if amount}
-
-
-def inbox(runtime: Runtime) -> list[tuple[str, str]]:
-    with unit_of_work(runtime.sessions) as db:
-        rows = db.scalars(select(PaymentCallback).order_by(PaymentCallback.id)).all()
-        return [(row.channel_state, row.outcome) for row in rows]
 
 
 # --- the adapter against the sandbox ----------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from payments.channels import wechatpay as wx
 from payments.ledger.check import check
 from payments.ledger.service import balances
 from payments.orders import repository
-from tests.integration.payments.support import AMOUNT, pending_order
+from tests.integration.payments.support import AMOUNT, new_order
 from tests.integration.test_cli import run as run_cli
 from tests.unit.payments_channels.test_alipay import APP_ID, bare_public, notify_body, resign
 from tests.unit.payments_channels.test_wechatpay import APIV3_KEY, CERT_SERIAL, PUB_KEY_ID, TRANSACTION, encrypt
@@ -178,7 +178,7 @@ def assert_wx_refused(response: Any, status: int) -> None:
 
 @pytest.mark.parametrize("serial", [CERT_SERIAL, PUB_KEY_ID])
 def test_wechatpay_paid_once(service: TestClient, runtime: Runtime, signers: dict, serial: str) -> None:
-    order_no = pending_order(runtime, "wechatpay")
+    order_no = new_order(runtime, "wechatpay")
     for _ in range(2):  # WeChat Pay delivers again until it sees our answer: a new nonce, the same transaction
         h, body = wx_delivery(signers, order_no, serial=serial)
         response = service.post(WX, content=body, headers=h)
@@ -196,7 +196,7 @@ def test_concurrent_duplicates_post_once(
     service: TestClient, runtime: Runtime, signers: dict, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="sscard.payments.callbacks")
-    order_no = pending_order(runtime, "wechatpay")
+    order_no = new_order(runtime, "wechatpay")
     deliveries = [wx_delivery(signers, order_no) for _ in range(2)]
     barrier = threading.Barrier(2)
     statuses: list[int] = []
@@ -227,7 +227,7 @@ def test_concurrent_duplicates_post_once(
 def test_a_late_failure_after_paid_is_a_conflict(
     service: TestClient, runtime: Runtime, signers: dict, late: str
 ) -> None:
-    order_no = pending_order(runtime, "wechatpay")
+    order_no = new_order(runtime, "wechatpay")
     assert service.post(WX, content=(d := wx_delivery(signers, order_no))[1], headers=d[0]).status_code == 204
     h, body = wx_delivery(signers, order_no, state=late)
     assert service.post(WX, content=body, headers=h).status_code == 204  # acknowledged: retrying changes nothing
@@ -236,7 +236,7 @@ def test_a_late_failure_after_paid_is_a_conflict(
 
 
 def test_a_failure_before_payment_fails_the_order(service: TestClient, runtime: Runtime, signers: dict) -> None:
-    order_no = pending_order(runtime, "wechatpay")
+    order_no = new_order(runtime, "wechatpay")
     h, body = wx_delivery(signers, order_no, state="PAYERROR")
     assert service.post(WX, content=body, headers=h).status_code == 204
     assert state(runtime, order_no) == ("failed", {})
@@ -244,7 +244,7 @@ def test_a_failure_before_payment_fails_the_order(service: TestClient, runtime: 
 
 
 def test_forged_replayed_and_stale_are_refused(service: TestClient, runtime: Runtime, signers: dict) -> None:
-    order_no = pending_order(runtime, "wechatpay")
+    order_no = new_order(runtime, "wechatpay")
     forged = wx_delivery(signers, order_no, signer="forger")
     assert_wx_refused(service.post(WX, content=forged[1], headers=forged[0]), 401)
     unknown_serial = wx_delivery(signers, order_no, serial="PUB_KEY_ID_0000", signer="forger")
@@ -265,7 +265,7 @@ def test_forged_replayed_and_stale_are_refused(service: TestClient, runtime: Run
 
 
 def test_amount_mismatch_is_held_not_paid(service: TestClient, runtime: Runtime, signers: dict) -> None:
-    order_no = pending_order(runtime, "wechatpay")
+    order_no = new_order(runtime, "wechatpay")
     h, body = wx_delivery(signers, order_no, total=AMOUNT - 1)
     assert service.post(WX, content=body, headers=h).status_code == 204
     # Not paid, nothing for the fund: what the channel took waits in suspense for review.
@@ -308,7 +308,7 @@ def test_unconfigured_channel_asks_for_a_retry(client: TestClient) -> None:
 
 
 def test_alipay_paid_then_finished(service: TestClient, runtime: Runtime, signers: dict) -> None:
-    order_no = pending_order(runtime, "alipay")
+    order_no = new_order(runtime, "alipay")
     body = ali_delivery(signers, order_no)
     for _ in range(2):  # the same notification delivered twice: the same notify_id
         response = service.post(ALI, content=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
@@ -320,7 +320,7 @@ def test_alipay_paid_then_finished(service: TestClient, runtime: Runtime, signer
 
 
 def test_alipay_concurrent_duplicates_post_once(service: TestClient, runtime: Runtime, signers: dict) -> None:
-    order_no = pending_order(runtime, "alipay")
+    order_no = new_order(runtime, "alipay")
     body = ali_delivery(signers, order_no)
     barrier = threading.Barrier(2)
     answers: list[bytes] = []
@@ -345,7 +345,7 @@ def test_two_paying_events_of_one_order_concurrently_post_once(
 ) -> None:
     # Two different event ids (TRADE_SUCCESS and TRADE_FINISHED) both pass the inbox; the order row lock in the
     # accounting serialises them, and the second finds the order paid.
-    order_no = pending_order(runtime, "alipay")
+    order_no = new_order(runtime, "alipay")
     bodies = [ali_delivery(signers, order_no), ali_delivery(signers, order_no, status="TRADE_FINISHED")]
     barrier = threading.Barrier(2)
     answers: list[bytes] = []
@@ -365,7 +365,7 @@ def test_two_paying_events_of_one_order_concurrently_post_once(
 
 
 def test_alipay_refusals_answer_fail(service: TestClient, runtime: Runtime, signers: dict) -> None:
-    order_no = pending_order(runtime, "alipay")
+    order_no = new_order(runtime, "alipay")
     for body in (
         ali_delivery(signers, order_no, signer="forger"),
         ali_delivery(signers, order_no, sent=NOW - 901),  # stale: past-only window of 15 minutes
@@ -381,7 +381,7 @@ def test_alipay_refusals_answer_fail(service: TestClient, runtime: Runtime, sign
 
 
 def test_alipay_amount_mismatch_and_late_close(service: TestClient, runtime: Runtime, signers: dict) -> None:
-    held, paid = pending_order(runtime, "alipay"), pending_order(runtime, "alipay")
+    held, paid = new_order(runtime, "alipay"), new_order(runtime, "alipay")
     assert service.post(ALI, content=ali_delivery(signers, held, total="1.20")).content == b"success"
     assert service.post(ALI, content=ali_delivery(signers, paid)).content == b"success"
     assert service.post(ALI, content=ali_delivery(signers, paid, status="TRADE_CLOSED")).content == b"success"
@@ -398,7 +398,7 @@ def test_alipay_amount_mismatch_and_late_close(service: TestClient, runtime: Run
 
 
 def test_a_charge_through_another_channel_is_not_applied(service: TestClient, runtime: Runtime, signers: dict) -> None:
-    order_no = pending_order(runtime, "alipay")
+    order_no = new_order(runtime, "alipay")
     h, body = wx_delivery(signers, order_no)
     assert service.post(WX, content=body, headers=h).status_code == 204
     assert state(runtime, order_no)[0] == "pending"
@@ -412,7 +412,7 @@ def test_review_lists_what_waits_for_a_person(
     service: TestClient, cli_env: Runtime, signers: dict, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert run_cli(capsys, "payments", "review")[0] == 0  # nothing waits: monitoring stays quiet
-    held_order, paid_order = pending_order(cli_env, "wechatpay"), pending_order(cli_env, "wechatpay")
+    held_order, paid_order = new_order(cli_env, "wechatpay"), new_order(cli_env, "wechatpay")
     for headers, body in (
         wx_delivery(signers, held_order, total=AMOUNT + 1, transaction_id="4200000000000000000000000001"),
         wx_delivery(signers, "NO-SUCH-ORDER-1", transaction_id="4200000000000000000000000002"),

@@ -10,13 +10,10 @@ from authsvc.runtime import Runtime
 from authsvc.tokens.assurance import ACR_CARD_PIN
 from payments.channels.base import ChannelDeclined, ChannelUnavailable, CloseResult, TradeStatus
 from payments.channels.card_adapter import NAME, REQUIRED_ACR
+from tests.integration.payments.support import AMOUNT, inbox, ledger, new_order
 from tests.integration.payments.test_bank_channel import (  # noqa: F401 - gateway and service are fixtures
-    AMOUNT,
     Bank,
     gateway,
-    inbox,
-    ledger,
-    new_order,
     order_state,
     service,
 )

@@ -28,7 +28,7 @@ from payments.channels.base import ChannelUnavailable, PaymentOrderRef
 from payments.channels.setup import install_channels
 from payments.orders import checkout
 from payments.sandbox.wechatpay import WechatPaySandbox
-from tests.integration.payments.support import AMOUNT, pending_order
+from tests.integration.payments.support import AMOUNT, new_order
 from tests.integration.payments.test_callbacks import ali_delivery, state
 from tests.unit.payments_channels.test_alipay import APP_ID
 
@@ -188,7 +188,7 @@ def test_a_wechatpay_payment_through_the_installed_adapter_and_its_callback(
     adapter = registry.current(client.app).get("wechatpay")  # type: ignore[arg-type]
     assert adapter is not None
 
-    order_no = pending_order(rt, "wechatpay")
+    order_no = new_order(rt, "wechatpay")
     expires = datetime.datetime.fromtimestamp(NOW + 3600, datetime.UTC)
     ref = PaymentOrderRef(
         order_no, AMOUNT, "养老保险 2025", expires, "http://testserver/v1/payments/callbacks/wechatpay"
@@ -221,14 +221,14 @@ def test_the_apiv3_switch_and_a_retired_platform_key_reach_the_running_service(
     new_key = b"N3wApiV3KeyFromTheConsole0123456"
     imp(rt, "wechatpay", "apiv3-key", new_key)
     sandbox.apiv3_key = new_key
-    first = pending_order(rt, "wechatpay")
+    first = new_order(rt, "wechatpay")
     adapter.create_payment(PaymentOrderRef(first, AMOUNT, "养老保险", expires, notify))
     sandbox.pay(first)
     assert sandbox.deliveries[-1].status == 204 and state(rt, first)[0] == "paid"
 
     # A key neither stored nor next: refused as undecryptable (400), retried by WeChat Pay, nothing applied.
     sandbox.apiv3_key = b"SomeoneElsesKey00000000000000000"
-    second = pending_order(rt, "wechatpay")
+    second = new_order(rt, "wechatpay")
     adapter.create_payment(PaymentOrderRef(second, AMOUNT, "养老保险", expires, notify))
     sandbox.pay(second)
     assert [d.status for d in sandbox.deliveries[-2:]] == [400, 400]
@@ -239,7 +239,7 @@ def test_the_apiv3_switch_and_a_retired_platform_key_reach_the_running_service(
     sandbox.apiv3_key = new_key
     with unit_of_work(rt.sessions) as session:
         ck.retire(session, kids["public"])
-    third = pending_order(rt, "wechatpay")
+    third = new_order(rt, "wechatpay")
     sandbox.mode = "certificate"  # the API answer is signed with the certificate, which is still active
     adapter.create_payment(PaymentOrderRef(third, AMOUNT, "养老保险", expires, notify))
     sandbox.mode = "public_key"  # the notification with the retired public key
@@ -268,16 +268,16 @@ def test_alipay_callbacks_verify_under_either_public_key_during_a_rotation(
     client = start(rt)
     url = "/v1/payments/callbacks/alipay"
 
-    by_old, by_new = pending_order(rt, "alipay"), pending_order(rt, "alipay")
+    by_old, by_new = new_order(rt, "alipay"), new_order(rt, "alipay")
     assert client.post(url, content=ali_delivery(alipay_keys, by_old, signer="old")).text == "success"
     assert client.post(url, content=ali_delivery(alipay_keys, by_new, signer="new")).text == "success"
     assert state(rt, by_old)[0] == state(rt, by_new)[0] == "paid"
-    forged = pending_order(rt, "alipay")
+    forged = new_order(rt, "alipay")
     assert client.post(url, content=ali_delivery(alipay_keys, forged, signer="app")).text == "fail"
 
     with unit_of_work(rt.sessions) as session:
         ck.promote(session, new.kid)  # Alipay signs with the new key only now: the old one is retired
-    late = pending_order(rt, "alipay")
+    late = new_order(rt, "alipay")
     assert client.post(url, content=ali_delivery(alipay_keys, late, signer="old")).text == "fail"
     assert client.post(url, content=ali_delivery(alipay_keys, late, signer="new")).text == "success"
     assert state(rt, forged)[0] == "pending" and state(rt, late)[0] == "paid"
@@ -353,7 +353,7 @@ def test_a_channel_whose_keys_went_away_while_running_answers_retry_later_not_50
     client = start(rt)
     adapter = registry.current(client.app).get("alipay")  # type: ignore[arg-type]
     assert adapter is not None
-    order_no = pending_order(rt, "alipay")
+    order_no = new_order(rt, "alipay")
     with unit_of_work(rt.sessions) as session:  # the only public key of Alipay is no longer there
         record = session.get(KeyRecord, public.kid)
         assert record is not None

@@ -16,11 +16,11 @@ from payments.channels import registry
 from payments.channels.base import PaymentOrderRef, TradeStatus
 from payments.channels.wechatpay_adapter import WechatPayAdapter, WechatPayConfig, WechatPayMerchant
 from payments.sandbox.wechatpay import WechatPaySandbox
+from tests.integration.payments import support
 from tests.integration.payments.support import (
     AMOUNT,
     inbox,
     order_and_money,
-    pending_order,
     refund_state,
     send_refund,
 )
@@ -62,7 +62,7 @@ def adapter(client: TestClient, sandbox: WechatPaySandbox) -> WechatPayAdapter:
 
 
 def new_order(runtime: Runtime, adapter: WechatPayAdapter) -> str:
-    order_no = pending_order(runtime, "wechatpay")
+    order_no = support.new_order(runtime, "wechatpay")
     expires = datetime.datetime.fromtimestamp(NOW + 1800, datetime.UTC)
     adapter.create_payment(PaymentOrderRef(order_no, AMOUNT, "城乡居民养老保险", expires, ""))
     return order_no

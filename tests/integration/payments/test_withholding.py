@@ -25,14 +25,11 @@ from payments.withholding import batches, files
 from payments.withholding.agreements import AgreementError, add_agreement, require_agreement, revoke_agreement
 from payments.withholding.models import WithholdingBatch, WithholdingLine
 from payments.withholding.results import ResultRefused, import_result
+from tests.integration.payments.support import AMOUNT, SSN, ledger, new_order
 from tests.integration.payments.test_bank_channel import (
-    AMOUNT,
     MERCHANT,
     OUR_KEY,
-    SSN,
     Bank,
-    ledger,
-    new_order,
     order_state,
     service,  # noqa: F401 - the fixture
 )
