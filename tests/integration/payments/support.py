@@ -4,7 +4,10 @@ refunds API does."""
 
 from __future__ import annotations
 
+import datetime
+
 from fastapi.testclient import TestClient
+from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -12,6 +15,7 @@ from authsvc.database import unit_of_work
 from authsvc.runtime import Runtime
 from payments.callbacks.models import PaymentCallback
 from payments.channels import registry
+from payments.channels.base import ChannelAdapter, PaymentOrderRef
 from payments.ledger.check import check
 from payments.ledger.service import balances
 from payments.orders import accounting, repository
@@ -21,6 +25,12 @@ from payments.refunds import service as refunds
 AMOUNT = 12000
 SSN = "110105199003072813"
 TIERS = TierTable({(InsuranceType.PENSION, "110000", 2025): Tier(monthly=False, choices=frozenset({AMOUNT}))})
+# Any JSON value, for bodies of the APIs' Hypothesis tests.
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=10), children, max_size=3),
+    max_leaves=8,
+)
 
 
 def new_order(runtime: Runtime, channel: str, *, submit: bool = True, payer: str = "subject-1") -> str:
@@ -31,6 +41,15 @@ def new_order(runtime: Runtime, channel: str, *, submit: bool = True, payer: str
         order_no = repository.add_order(db, validate(spec, TIERS)).order_no
         if submit:
             accounting.submit(db, order_no)
+    return order_no
+
+
+def started_order(runtime: Runtime, adapter: ChannelAdapter, *, now: float, notify_url: str = "") -> str:
+    """A pending order of the adapter's channel whose payment the adapter started, expiring half an hour after
+    `now`."""
+    order_no = new_order(runtime, adapter.name)
+    expires = datetime.datetime.fromtimestamp(now + 1800, datetime.UTC)
+    adapter.create_payment(PaymentOrderRef(order_no, AMOUNT, "城乡居民养老保险", expires, notify_url))
     return order_no
 
 

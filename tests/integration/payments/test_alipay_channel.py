@@ -19,7 +19,7 @@ from authsvc.runtime import Runtime
 from payments.channels import registry
 from payments.channels.alipay import CHINA_TIME
 from payments.channels.alipay_adapter import AlipayAdapter, AlipayConfig
-from payments.channels.base import LineKind, PaymentOrderRef, RefundOutcome, TradeStatus
+from payments.channels.base import LineKind, RefundOutcome, TradeStatus
 from payments.ledger.service import balances
 from payments.orders import accounting
 from payments.refunds import service as refunds
@@ -90,10 +90,7 @@ def adapter(client: TestClient, sandbox: AlipaySandbox, app_key: rsa.RSAPrivateK
 
 
 def new_order(runtime: Runtime, adapter: AlipayAdapter) -> str:
-    order_no = support.new_order(runtime, "alipay")
-    expires = datetime.datetime.fromtimestamp(NOW + 1800, datetime.UTC)
-    adapter.create_payment(PaymentOrderRef(order_no, AMOUNT, "城乡居民养老保险", expires, NOTIFY_URL))
-    return order_no
+    return support.started_order(runtime, adapter, now=NOW, notify_url=NOTIFY_URL)
 
 
 def test_paid_once_through_the_sandbox(runtime: Runtime, adapter: AlipayAdapter, sandbox: AlipaySandbox) -> None:

@@ -25,6 +25,7 @@ from payments.api import orders as orders_api
 from payments.orders.models import PaymentOrder
 from tests.fixtures.oidc import register_client
 from tests.integration.oauth.flows import authed, code_grant, secret_client
+from tests.integration.payments.support import json_values
 
 PATH = "/v1/payments/orders"
 OTHER_SSN = "330106198511124520"
@@ -322,18 +323,11 @@ def test_orders_are_held_to_the_operators_tiers(settings_factory, tmp_path) -> N
         rt.close()
 
 
-_json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=10), children, max_size=3),
-    max_leaves=8,
-)
-
-
 @hypothesis_settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     change=st.dictionaries(
         st.sampled_from([*ORDER, "extra"]),
-        _json_values | st.sampled_from(["withholding", "card", "2025-01", "110000", "employer", "agent"]),
+        json_values | st.sampled_from(["withholding", "card", "2025-01", "110000", "employer", "agent"]),
         max_size=3,
     ),
     drop=st.sets(st.sampled_from(sorted(ORDER)), max_size=2),

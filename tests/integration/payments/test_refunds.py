@@ -50,6 +50,7 @@ from payments.refunds import service
 from payments.sandbox.wechatpay import WechatPaySandbox
 from tests.fixtures.oidc import register_client
 from tests.integration.oauth.flows import authed, code_grant, secret_client
+from tests.integration.payments.support import json_values
 
 PATH = "/v1/payments/refunds"
 SMALL, BIG = 300_000, 1_000_000  # 3,000 and 10,000 yuan; the default approval threshold is 5,000 yuan
@@ -754,25 +755,18 @@ def test_an_approved_refund_through_the_wechatpay_sandbox(
         assert ledger(runtime) == {CLEARING: BIG, FUND: BIG, REFUNDS: 0}
 
 
-_json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=10), children, max_size=3),
-    max_leaves=8,
-)
-
-
 @hypothesis_settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     body=st.fixed_dictionaries(
         {},
         optional={
-            "order_no": st.text(max_size=40) | _json_values,
-            "amount_fen": st.integers() | _json_values,
-            "reason": st.text(max_size=210) | _json_values,
-            "extra": _json_values,
+            "order_no": st.text(max_size=40) | json_values,
+            "amount_fen": st.integers() | json_values,
+            "reason": st.text(max_size=210) | json_values,
+            "extra": json_values,
         },
     )
-    | _json_values
+    | json_values
 )
 def test_any_body_is_answered_without_a_500(
     client: TestClient, runtime: Runtime, channel: ScriptedChannel, alice: Op, body: Any

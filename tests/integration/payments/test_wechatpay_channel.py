@@ -4,7 +4,6 @@ order accounting, the ledger). Whatever the sandbox's faults, an order is paid o
 
 from __future__ import annotations
 
-import datetime
 from urllib.parse import urlsplit
 
 import pytest
@@ -13,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from authsvc.runtime import Runtime
 from payments.channels import registry
-from payments.channels.base import PaymentOrderRef, TradeStatus
+from payments.channels.base import TradeStatus
 from payments.channels.wechatpay_adapter import WechatPayAdapter, WechatPayConfig, WechatPayMerchant
 from payments.sandbox.wechatpay import WechatPaySandbox
 from tests.integration.payments import support
@@ -62,10 +61,7 @@ def adapter(client: TestClient, sandbox: WechatPaySandbox) -> WechatPayAdapter:
 
 
 def new_order(runtime: Runtime, adapter: WechatPayAdapter) -> str:
-    order_no = support.new_order(runtime, "wechatpay")
-    expires = datetime.datetime.fromtimestamp(NOW + 1800, datetime.UTC)
-    adapter.create_payment(PaymentOrderRef(order_no, AMOUNT, "城乡居民养老保险", expires, ""))
-    return order_no
+    return support.started_order(runtime, adapter, now=NOW)
 
 
 def test_paid_once_through_the_sandbox(runtime: Runtime, adapter: WechatPayAdapter, sandbox: WechatPaySandbox) -> None:

@@ -393,12 +393,8 @@ def test_withholding_adapter_close_after_a_failed_debit(runtime: Runtime, servic
 # --- the CLI ---------------------------------------------------------------------------------------------------------
 
 
-def test_cli(cli_env: Runtime, service: Bank, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:  # noqa: F811
-    runtime = cli_env
-    monkeypatch.setenv("SSCARD_BANK_MERCHANT_ID", MERCHANT)
-    out = tmp_path / "debit.txt"
-    assert cli.main(["payments", "withholding", "export", "--out", str(out)]) == 1
-    assert "no active bank signing-key" in capsys.readouterr().err
+def import_bank_keys(runtime: Runtime, env: Bank) -> None:
+    """What the CLI signs and verifies with: our signing key and the sandbox bank's public key, in keys/."""
     pem = OUR_KEY.private_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -409,9 +405,18 @@ def test_cli(cli_env: Runtime, service: Bank, tmp_path: Path, capsys: pytest.Cap
             runtime.sealer,
             channel="bank",
             kind="bank-public-key",
-            data=service.sandbox.bank_key.public_pem(),
-            serial=service.sandbox.bank_key.key_id,
+            data=env.sandbox.bank_key.public_pem(),
+            serial=env.sandbox.bank_key.key_id,
         )
+
+
+def test_cli(cli_env: Runtime, service: Bank, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:  # noqa: F811
+    runtime = cli_env
+    monkeypatch.setenv("SSCARD_BANK_MERCHANT_ID", MERCHANT)
+    out = tmp_path / "debit.txt"
+    assert cli.main(["payments", "withholding", "export", "--out", str(out)]) == 1
+    assert "no active bank signing-key" in capsys.readouterr().err
+    import_bank_keys(runtime, service)
 
     def run(*args: str) -> tuple[int, str, str]:
         code = cli.main(["payments", "withholding", *args])
@@ -477,19 +482,7 @@ def test_cli_export_to_a_missing_directory_exports_nothing(
     next export, instead of being packed into a batch whose file the operator never got (and a traceback)."""
     runtime = cli_env
     monkeypatch.setenv("SSCARD_BANK_MERCHANT_ID", MERCHANT)
-    pem = OUR_KEY.private_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    with unit_of_work(runtime.sessions) as db:
-        channel_keys.import_key(db, runtime.sealer, channel="bank", kind="signing-key", data=pem, serial="sscard-1")
-        channel_keys.import_key(
-            db,
-            runtime.sealer,
-            channel="bank",
-            kind="bank-public-key",
-            data=service.sandbox.bank_key.public_pem(),
-            serial=service.sandbox.bank_key.key_id,
-        )
+    import_bank_keys(runtime, service)
     agree(runtime, service, "AG1", "alice")
     order_no = new_order(runtime, "withholding", submit=False, payer="alice")
     out = tmp_path / "no-such-directory" / "debit.txt"
