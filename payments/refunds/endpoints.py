@@ -23,6 +23,7 @@ from authsvc.database import unit_of_work
 from authsvc.deps import RawBody, RuntimeDep
 from authsvc.oauth import resource
 from authsvc.oauth import scopes as known_scopes
+from authsvc.oauth.models import OAuthGrant
 from authsvc.problems import Problem
 from authsvc.runtime import Runtime
 from payments.api import idempotency
@@ -50,7 +51,15 @@ def operator(request: Request, runtime: RuntimeDep) -> Operator:
     resource.require_scope(token, known_scopes.PAYMENTS_REFUND)
     if token.grant_id is None:
         raise Problem(403, "operator_login_required", "refunds are requested and approved by people signed in")
-    return Operator(client_id=token.client_id, subject=token.subject)
+    # The person, not what this console is told: a console registered with pairwise subjects sees one person under
+    # another `sub` than the next console does, and the four-eyes rule is about people. The grant holds the public
+    # subject (as for payments/orders/service.card_for_payment).
+    with unit_of_work(runtime.sessions) as db:
+        grant = db.get(OAuthGrant, token.grant_id)
+        person = grant.subject if grant is not None else None
+    if person is None:
+        raise Problem(403, "operator_login_required", "the sign-in this token came from has ended")
+    return Operator(client_id=token.client_id, subject=person)
 
 
 OperatorDep = Annotated[Operator, Depends(operator)]

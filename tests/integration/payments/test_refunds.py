@@ -366,6 +366,29 @@ def test_a_large_refund_waits_for_a_second_operator(
     assert ledger(runtime) == {CLEARING: 400_000, FUND: 400_000, REFUNDS: 0}
 
 
+def test_the_same_person_at_two_pairwise_consoles_is_one_operator(
+    client: TestClient, runtime: Runtime, channel: ScriptedChannel, bob: Op
+) -> None:
+    """Consoles registered with pairwise subjects see one person under two different `sub`s: the four-eyes rule
+    compares the person (the public subject of the token's grant), not what each console is told."""
+    consoles = [
+        register_client(
+            runtime,
+            scopes=["openid", "payments:refund"],
+            subject_type="pairwise",
+            redirect_uris=[f"https://console{n}.example/cb"],
+        )
+        for n in (1, 2)
+    ]
+    here, there = (operator(client, runtime, "alice", console) for console in consoles)
+    assert here.client_id != there.client_id
+    refund = request(client, here, refund_body(paid_order(runtime, BIG), 600_000)).json()
+    assert refund["state"] == "awaiting_approval"
+    problem(decide(client, there, refund["refund_no"], "approve"), 403, "self_approval_refused")
+    assert channel.requests == []
+    assert decide(client, bob, refund["refund_no"], "approve").json()["state"] == "succeeded"
+
+
 def test_reject_releases_the_reservation(
     client: TestClient, runtime: Runtime, channel: ScriptedChannel, alice: Op, bob: Op
 ) -> None:
