@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter, Request, Response
+from redis import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from authsvc.deps import DbSession, RawBody, RuntimeDep
@@ -54,6 +55,11 @@ def channel_callback(
         # Configured, but its keys are not usable now (payments/channels/setup.py logged why): our failure, as for a
         # channel not configured; the channel retries and nothing is recorded.
         return _answer(json_failure(503, "channel not available"))
+    except RedisError:
+        # The nonce could not be spent, so the callback cannot be told from a replay: our failure, in the channel's
+        # own words, so that it retries; nothing is recorded.
+        log.exception("%s callback: the shared store did not answer", channel)
+        return _answer(adapter.acknowledge(failed=True))
     try:
         inbox.receive(db, verified.event)
     except SQLAlchemyError:

@@ -12,6 +12,7 @@ import threading
 from typing import Any
 
 import pytest
+import redis
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -429,3 +430,22 @@ def test_review_lists_what_waits_for_a_person(
     assert {row["order_ref"] for row in report["callbacks"]} == {held_order, "NO-SUCH-ORDER-1"}
     assert all("payload" not in row for row in report["callbacks"])
     assert run_cli(capsys, "payments", "review", "--channel", "alipay")[0] == 0
+
+
+def test_a_store_outage_asks_for_a_retry_and_records_nothing(
+    service: TestClient, runtime: Runtime, signers: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the shared store the nonce cannot be spent, so a replay could not be told apart: WeChat Pay gets its
+    own FAIL answer with a 5xx (it retries), nothing is recorded, and the retry after the outage pays once."""
+    order_no = new_order(runtime, "wechatpay")
+    headers, body = wx_delivery(signers, order_no)
+
+    def down(*_: object) -> bool:
+        raise redis.ConnectionError("store down")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(runtime.store, "add", down)
+        assert_wx_refused(service.post(WX, content=body, headers=headers), 500)
+    assert state(runtime, order_no) == ("pending", {}) and inbox(runtime) == []
+    assert service.post(WX, content=body, headers=headers).status_code == 204
+    assert state(runtime, order_no)[0] == "paid"
