@@ -39,7 +39,7 @@ from authsvc.database import unit_of_work  # noqa: E402
 from authsvc.registry import service as registry  # noqa: E402
 from authsvc.registry.ssn import check_character  # noqa: E402
 from authsvc.runtime import Runtime  # noqa: E402
-from bench.harness import REDIS_URL, create_database, drop_database, start_server  # noqa: E402
+from bench.harness import REDIS_URL, create_database, drop_database, server_env, start_server  # noqa: E402
 from card import kiosk as kiosk_client  # noqa: E402
 from card.apdu import CommandAPDU  # noqa: E402
 from card.application import SoftCard  # noqa: E402
@@ -123,16 +123,7 @@ def setup(backend: str, home: Path, port: int, cards: int) -> tuple[Settings, di
             )
             paths.append(path)
     runtime.close()
-    env = {
-        **os.environ,
-        "SSCARD_HOME": str(home),
-        "SSCARD_DATABASE_URL": url,
-        "SSCARD_REDIS_URL": redis_url,
-        "SSCARD_REDIS_PREFIX": settings.redis_prefix,
-        "SSCARD_KEK": kek,
-        "SSCARD_ISSUER": settings.issuer,
-        "SSCARD_THROTTLE_TERMINAL_FAILURES": "100000",
-    }
+    env = server_env(settings, throttle_terminal_failures="100000")
     return settings, env, paths, home / "kiosk.json", dbname
 
 

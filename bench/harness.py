@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import sqlalchemy as sa
@@ -14,6 +16,21 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def server_env(settings: Any, **extra: str) -> dict[str, str]:
+    """The environment `authsvc serve` needs to run on the bench's settings (its database, store, KEK and issuer),
+    plus `extra` settings as SSCARD_<NAME>."""
+    return {
+        **os.environ,
+        "SSCARD_HOME": str(settings.home),
+        "SSCARD_DATABASE_URL": settings.database_url,
+        "SSCARD_REDIS_URL": settings.redis_url,
+        "SSCARD_REDIS_PREFIX": settings.redis_prefix,
+        "SSCARD_KEK": settings.kek or "",
+        "SSCARD_ISSUER": settings.issuer,
+        **{f"SSCARD_{name.upper()}": value for name, value in extra.items()},
+    }
 
 
 def create_database() -> tuple[str, str]:

@@ -57,7 +57,7 @@ from authsvc.cli import prepare  # noqa: E402
 from authsvc.config import Settings  # noqa: E402
 from authsvc.database import unit_of_work  # noqa: E402
 from authsvc.runtime import Runtime  # noqa: E402
-from bench.harness import REDIS_URL, create_database, drop_database, start_server  # noqa: E402
+from bench.harness import REDIS_URL, create_database, drop_database, server_env, start_server  # noqa: E402
 from payments.channels.wechatpay_bill import BillRow, parse, render  # noqa: E402
 from payments.reconciliation.matching import CHINA  # noqa: E402
 from payments.reconciliation.service import StatementSource, reconcile, report  # noqa: E402
@@ -141,16 +141,7 @@ def setup_service(home: Path) -> tuple[dict[str, str], str, str, rsa.RSAPrivateK
         ):
             channel_keys.import_key(session, runtime.sealer, channel="wechatpay", kind=kind, data=data, serial=serial)
     runtime.close()
-    env = {
-        **os.environ,
-        "SSCARD_HOME": str(home),
-        "SSCARD_DATABASE_URL": url,
-        "SSCARD_REDIS_URL": settings.redis_url,
-        "SSCARD_REDIS_PREFIX": settings.redis_prefix,
-        "SSCARD_KEK": kek,
-        "SSCARD_ISSUER": settings.issuer,
-        **{f"SSCARD_{name.upper()}": value for name, value in channel_settings.items()},
-    }
+    env = server_env(settings, **channel_settings)
     return env, url, dbname, platform
 
 

@@ -52,7 +52,7 @@ from authsvc.database import unit_of_work  # noqa: E402
 from authsvc.oauth import grants  # noqa: E402
 from authsvc.runtime import Runtime  # noqa: E402
 from authsvc.tokens import issuing  # noqa: E402
-from bench.harness import create_database, drop_database, start_server  # noqa: E402
+from bench.harness import create_database, drop_database, server_env, start_server  # noqa: E402
 from tests.fixtures.oidc import basic_auth  # noqa: E402
 
 # For scale (issue 3): Keycloak's sizing guide budgets 120 client-credentials grants/s per vCPU; Ory Hydra published
@@ -177,16 +177,7 @@ def setup(home: Path, port: int, refresh_tokens: int) -> tuple[dict[str, str], d
     ]
     (home / "access_tokens.txt").write_text("\n".join(access) + "\n")
     runtime.close()
-    env = {
-        **os.environ,
-        "SSCARD_HOME": str(home),
-        "SSCARD_DATABASE_URL": url,
-        "SSCARD_REDIS_URL": settings.redis_url,
-        "SSCARD_REDIS_PREFIX": settings.redis_prefix,
-        "SSCARD_KEK": kek,
-        "SSCARD_ISSUER": settings.issuer,
-        "SSCARD_ACCESS_TOKEN_TTL": "3600",
-    }
+    env = server_env(settings, access_token_ttl="3600")
     return env, made, settings, dbname
 
 
