@@ -1,7 +1,7 @@
 """The payments part of `./dev demo`: contributions paid through two channels' sandboxes, then reconciled.
 
 The WeChat Pay and bank sandboxes (payments/sandbox/) run in the demo's process on loopback ports. Their keys are put
-where an operator puts real ones (`keys/channel_keys.py`, sealed), and the service is started with those channels
+where an operator puts real ones (`keys/channel_keys/`, sealed), and the service is started with those channels
 enabled (`SSCARD_PAYMENT_CHANNELS`), so it talks to them exactly as it would talk to the channels: signed requests,
 verified answers, signed callbacks into /v1/payments/callbacks/<channel>. Then, with the access token of a kiosk
 card + PIN login:

@@ -2,7 +2,7 @@
 rows per second on a million-line statement. Prints figures; asserts nothing about time.
 
 - callbacks: the service runs as in production (`authsvc serve --workers 2` on PostgreSQL and Redis, a scratch
-  database, WeChat Pay configured through its settings and the sealed keys of keys/channel_keys.py). N pending orders
+  database, WeChat Pay configured through its settings and the sealed keys of keys/channel_keys/). N pending orders
   are inserted, then N distinct, properly signed WeChat Pay payment callbacks (SHA256-RSA over
   `timestamp\\nnonce\\nbody\\n`, the resource under AES-256-GCM with the APIv3 key, built as
   tests/integration/payments/test_callbacks.py builds them) are posted with --concurrency in flight (httpx, asyncio,

@@ -1,4 +1,4 @@
-"""Building the payment channels at start-up from Settings and the sealed keys in keys/channel_keys.py.
+"""Building the payment channels at start-up from Settings and the sealed keys in keys/channel_keys/.
 
 `install_channels(app, runtime)` (called by authsvc/app.py) puts a `Channels` registry on the application with one
 adapter per channel the operator enabled (SSCARD_PAYMENT_CHANNELS). A channel whose settings or keys are missing is

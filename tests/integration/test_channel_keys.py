@@ -1,4 +1,4 @@
-"""Payment channel keys in keys/ (keys/channel_keys.py) on both backends: import from the consoles' formats, sealing,
+"""Payment channel keys in keys/ (keys/channel_keys/) on both backends: import from the consoles' formats, sealing,
 rotation rules per role (one signer; active + next verify; the APIv3 switch window), refusals, the WeChat Pay
 platform certificate refresh over HTTP, and the `authsvc channel-keys` commands."""
 
