@@ -5,7 +5,9 @@ refunds API does."""
 from __future__ import annotations
 
 import datetime
+from urllib.parse import urlsplit
 
+from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 from hypothesis import strategies as st
 from sqlalchemy import select
@@ -16,11 +18,13 @@ from authsvc.runtime import Runtime
 from payments.callbacks.models import PaymentCallback
 from payments.channels import registry
 from payments.channels.base import ChannelAdapter, PaymentOrderRef
+from payments.channels.wechatpay_adapter import WechatPayAdapter, WechatPayConfig, WechatPayMerchant
 from payments.ledger.check import check
 from payments.ledger.service import balances
 from payments.orders import accounting, repository
 from payments.orders.domain import InsuranceType, OrderSpec, PayerKind, Tier, TierTable, validate
 from payments.refunds import service as refunds
+from payments.sandbox.wechatpay import WechatPaySandbox
 
 AMOUNT = 12000
 SSN = "110105199003072813"
@@ -95,3 +99,31 @@ def send_refund(runtime: Runtime, client: TestClient, order_no: str, refund_no: 
         accounting.request_refund(db, order_no, refund_no, amount)
     refunds.send(runtime, registry.current(client.app), refund_no)  # type: ignore[arg-type]
     return refund_state(runtime, refund_no)
+
+
+def wechatpay_sandbox(client: TestClient, merchant_key: rsa.RSAPrivateKey, *, now: float) -> WechatPaySandbox:
+    """A WeChat Pay sandbox whose notifications are posted into the service's callback route."""
+
+    def into_the_service(url: str, headers: dict[str, str], body: bytes) -> int:
+        return client.post(urlsplit(url).path, content=body, headers=headers).status_code
+
+    return WechatPaySandbox(merchant_private_key=merchant_key, clock=lambda: now, sender=into_the_service)
+
+
+def wechatpay_adapter(client: TestClient, sandbox: WechatPaySandbox, *, now: float) -> WechatPayAdapter:
+    """The full WeChat Pay adapter talking to `sandbox` over HTTP, installed as the service's wechatpay channel."""
+    assert sandbox.merchant_private_key is not None
+    config = WechatPayConfig(
+        mchid=sandbox.mchid, appid=sandbox.appid, platform_keys=sandbox.platform_keys(), apiv3_key=sandbox.apiv3_key
+    )
+    merchant = WechatPayMerchant(
+        mchid=sandbox.mchid,
+        appid=sandbox.appid,
+        serial_no=sandbox.merchant_serial,
+        private_key=sandbox.merchant_private_key,
+        notify_url="http://testserver/v1/payments/callbacks/wechatpay",
+        api_base="http://testserver",
+    )
+    adapter = WechatPayAdapter(config, merchant=merchant, http=TestClient(sandbox.app), clock=lambda: now)
+    registry.install(client.app, registry.Channels({"wechatpay": adapter}, clock=lambda: now))  # type: ignore[dict-item]
+    return adapter

@@ -44,7 +44,7 @@ from payments.channels.base import (
 )
 from payments.channels.common import Acknowledgement, ChannelRefusal
 from payments.channels.registry import Channels, install
-from payments.channels.wechatpay_adapter import WechatPayAdapter, WechatPayConfig, WechatPayMerchant
+from payments.channels.wechatpay_adapter import WechatPayAdapter
 from payments.ledger.check import check
 from payments.ledger.models import LedgerEntry
 from payments.ledger.service import balances
@@ -57,6 +57,7 @@ from payments.recovery.sweep import Decision, RefundDecision, sweep
 from payments.recovery.sweep import run as run_pass
 from payments.sandbox.alipay import AlipaySandbox, GatewayFault, NotifyFault
 from payments.sandbox.wechatpay import WechatPaySandbox
+from tests.integration.payments import support
 
 SSN = "110105199003072813"
 AMOUNT = 12000
@@ -672,24 +673,8 @@ def merchant_key() -> rsa.RSAPrivateKey:
 
 @pytest.fixture
 def wechatpay(client: TestClient, merchant_key: rsa.RSAPrivateKey) -> tuple[WechatPaySandbox, WechatPayAdapter]:
-    def into_the_service(url: str, headers: dict[str, str], body: bytes) -> int:
-        return client.post(urlsplit(url).path, content=body, headers=headers).status_code
-
-    sandbox = WechatPaySandbox(merchant_private_key=merchant_key, clock=lambda: SANDBOX_NOW, sender=into_the_service)
-    config = WechatPayConfig(
-        mchid=sandbox.mchid, appid=sandbox.appid, platform_keys=sandbox.platform_keys(), apiv3_key=sandbox.apiv3_key
-    )
-    merchant = WechatPayMerchant(
-        mchid=sandbox.mchid,
-        appid=sandbox.appid,
-        serial_no=sandbox.merchant_serial,
-        private_key=merchant_key,
-        notify_url="http://testserver/v1/payments/callbacks/wechatpay",
-        api_base="http://testserver",
-    )
-    adapter = WechatPayAdapter(config, merchant=merchant, http=TestClient(sandbox.app), clock=lambda: SANDBOX_NOW)
-    install(client.app, Channels({CHANNEL: adapter}, clock=lambda: SANDBOX_NOW))  # type: ignore[dict-item]
-    return sandbox, adapter
+    sandbox = support.wechatpay_sandbox(client, merchant_key, now=SANDBOX_NOW)
+    return sandbox, support.wechatpay_adapter(client, sandbox, now=SANDBOX_NOW)
 
 
 def started(runtime: Runtime, adapter: ChannelAdapter, **order: object) -> str:

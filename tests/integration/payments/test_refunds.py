@@ -15,7 +15,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -40,16 +39,15 @@ from payments.channels.base import (
     VerifiedCallback,
 )
 from payments.channels.common import Acknowledgement, ChannelRefusal, RefusalReason
-from payments.channels.wechatpay_adapter import WechatPayAdapter, WechatPayConfig, WechatPayMerchant
 from payments.ledger.check import check
 from payments.ledger.service import balances, entry_by_key
 from payments.orders import accounting, repository
 from payments.orders.domain import InsuranceType, OrderSpec, PayerKind, Tier, TierTable, validate
 from payments.orders.models import PaymentRefund
 from payments.refunds import service
-from payments.sandbox.wechatpay import WechatPaySandbox
 from tests.fixtures.oidc import register_client
 from tests.integration.oauth.flows import authed, code_grant, secret_client
+from tests.integration.payments import support
 from tests.integration.payments.support import json_values
 
 PATH = "/v1/payments/refunds"
@@ -730,25 +728,9 @@ def test_an_approved_refund_through_the_wechatpay_sandbox(
     """The real adapter over HTTP to the sandbox; the sandbox's signed, encrypted refund notification posted into
     the service's callback route."""
     now = 1_795_000_000
-
-    def post_into_the_service(url: str, headers: dict[str, str], body: bytes) -> int:
-        return client.post(urlsplit(url).path, content=body, headers=headers).status_code
-
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    sandbox = WechatPaySandbox(merchant_private_key=key, clock=lambda: now, sender=post_into_the_service)
-    config = WechatPayConfig(
-        mchid=sandbox.mchid, appid=sandbox.appid, platform_keys=sandbox.platform_keys(), apiv3_key=sandbox.apiv3_key
-    )
-    merchant = WechatPayMerchant(
-        mchid=sandbox.mchid,
-        appid=sandbox.appid,
-        serial_no=sandbox.merchant_serial,
-        private_key=key,
-        notify_url="http://testserver/v1/payments/callbacks/wechatpay",
-        api_base="http://testserver",
-    )
-    adapter = WechatPayAdapter(config, merchant=merchant, http=TestClient(sandbox.app), clock=lambda: now)
-    registry.install(client.app, registry.Channels({"wechatpay": adapter}, clock=lambda: now))  # type: ignore[dict-item]
+    sandbox = support.wechatpay_sandbox(client, key, now=now)
+    adapter = support.wechatpay_adapter(client, sandbox, now=now)
 
     spec = OrderSpec(
         PayerKind.CITIZEN, "payer-1", "110105199003072813", InsuranceType.PENSION, ("2025",), BIG, "110000", "wechatpay"

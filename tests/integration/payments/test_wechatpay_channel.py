@@ -4,8 +4,6 @@ order accounting, the ledger). Whatever the sandbox's faults, an order is paid o
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
@@ -13,7 +11,7 @@ from fastapi.testclient import TestClient
 from authsvc.runtime import Runtime
 from payments.channels import registry
 from payments.channels.base import TradeStatus
-from payments.channels.wechatpay_adapter import WechatPayAdapter, WechatPayConfig, WechatPayMerchant
+from payments.channels.wechatpay_adapter import WechatPayAdapter
 from payments.sandbox.wechatpay import WechatPaySandbox
 from tests.integration.payments import support
 from tests.integration.payments.support import (
@@ -35,29 +33,12 @@ def merchant_key() -> rsa.RSAPrivateKey:
 
 @pytest.fixture
 def sandbox(client: TestClient, merchant_key: rsa.RSAPrivateKey) -> WechatPaySandbox:
-    def post_into_the_service(url: str, headers: dict[str, str], body: bytes) -> int:
-        return client.post(urlsplit(url).path, content=body, headers=headers).status_code
-
-    return WechatPaySandbox(merchant_private_key=merchant_key, clock=lambda: NOW, sender=post_into_the_service)
+    return support.wechatpay_sandbox(client, merchant_key, now=NOW)
 
 
 @pytest.fixture
 def adapter(client: TestClient, sandbox: WechatPaySandbox) -> WechatPayAdapter:
-    config = WechatPayConfig(
-        mchid=sandbox.mchid, appid=sandbox.appid, platform_keys=sandbox.platform_keys(), apiv3_key=sandbox.apiv3_key
-    )
-    assert sandbox.merchant_private_key is not None
-    merchant = WechatPayMerchant(
-        mchid=sandbox.mchid,
-        appid=sandbox.appid,
-        serial_no=sandbox.merchant_serial,
-        private_key=sandbox.merchant_private_key,
-        notify_url="http://testserver/v1/payments/callbacks/wechatpay",
-        api_base="http://testserver",
-    )
-    adapter = WechatPayAdapter(config, merchant=merchant, http=TestClient(sandbox.app), clock=lambda: NOW)
-    registry.install(client.app, registry.Channels({"wechatpay": adapter}, clock=lambda: NOW))  # type: ignore[arg-type]
-    return adapter
+    return support.wechatpay_adapter(client, sandbox, now=NOW)
 
 
 def new_order(runtime: Runtime, adapter: WechatPayAdapter) -> str:
