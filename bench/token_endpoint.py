@@ -152,7 +152,7 @@ def setup(home: Path, port: int, refresh_tokens: int) -> tuple[dict[str, str], d
                 subject=f"bench-subject-{i % 1000}",
                 sid=f"bench-sid-{i}",
                 scope=["openid", "profile"],
-                acr="urn:sscard:acr:card-pin",
+                acr="urn:sscard:acr:substantial",
                 amr=["sc", "pin", "mfa"],
                 auth_time=int(time.time()),
                 ttl=settings.refresh_token_ttl,

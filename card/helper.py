@@ -201,16 +201,16 @@ class _Handler(BaseHTTPRequestHandler):
             return
         finally:
             self.server.busy.release()
-        print(f"sscard helper: signed in ({answer.get('acr')})", file=sys.stderr, flush=True)
+        acr, more = answer.get("acr"), answer.get("missing") if answer.get("status") == "partial" else None
+        said = f"card accepted ({acr}); the page asks for: {', '.join(more)}" if more else f"signed in ({acr})"
+        print(f"sscard helper: {said}", file=sys.stderr, flush=True)
         self._send(200, {"status": "ok"}, cors=True)
 
 
 class HelperServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(
-        self, config: HelperConfig, *, open_reader: Callable[[str, float], pcsc.Reader] | None = None
-    ) -> None:
+    def __init__(self, config: HelperConfig, *, open_reader: Callable[[str, float], pcsc.Reader] | None = None) -> None:
         self.config = config
         self.open_reader = open_reader
         self.busy = threading.Lock()

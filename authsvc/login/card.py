@@ -8,7 +8,6 @@ says, so an answer obtained through another site does not verify. The card proof
 from __future__ import annotations
 
 import secrets
-import time
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -21,7 +20,6 @@ from authsvc.kiosk.verification import CardEvidence, Refused
 from authsvc.login import pending
 from authsvc.runtime import Runtime
 from authsvc.tokens import assurance
-from authsvc.tokens.issuing import Authentication
 from card import cryptogram
 
 METHOD = "card"
@@ -53,9 +51,9 @@ def _audit(
     )
 
 
-def complete(runtime: Runtime, db: Session, login_id: str, evidence: CardEvidence) -> Authentication:
-    """Verify the card's answer to this login's challenge and complete the login. Raises Refused or Throttled;
-    either way the challenge is spent and the page learns why."""
+def complete(runtime: Runtime, db: Session, login_id: str, evidence: CardEvidence) -> pending.Progress:
+    """Verify the card's answer to this login's challenge and count its checks for the login (done, or still
+    missing a face check). Raises Refused or Throttled; either way the challenge is spent and the page learns why."""
     store = runtime.store
     throttle = throttle_for(runtime)
     attempt = proof.Attempt()
@@ -73,10 +71,9 @@ def complete(runtime: Runtime, db: Session, login_id: str, evidence: CardEvidenc
             throttle=throttle,
             attempt=attempt,
         )
-        acr, amr = assurance.card_login(generation=proven.card.generation, pin_verified=proven.read.pin_verified)
-        auth = Authentication(subject=proven.card.holder.subject, auth_time=int(time.time()), acr=acr, amr=amr)
+        amr = assurance.card_amr(generation=proven.card.generation, pin_verified=proven.read.pin_verified)
         try:
-            reached = pending.complete(store, login_id, auth, method=METHOD)
+            progress = pending.complete(store, login_id, subject=proven.card.holder.subject, amr=amr, method=METHOD)
         except pending.CompletionRefused as exc:
             raise Refused(exc.reason, exc.detail) from None
     except Refused as exc:
@@ -92,8 +89,9 @@ def complete(runtime: Runtime, db: Session, login_id: str, evidence: CardEvidenc
         if login is not None:
             pending.fail(store, login, "throttled", {"retry_after": exc.retry_after})
         raise
+    reached = progress.auth
     _audit(db, "success", None, attempt.card_number, login, acr=reached.acr, generation=proven.card.generation)
-    return reached
+    return progress
 
 
 def abort(runtime: Runtime, db: Session, login_id: str, *, reason: str, tries_left: int | None) -> None:

@@ -15,12 +15,11 @@ from authsvc.deps import DbSession, RawBody, RuntimeDep
 from authsvc.kiosk.endpoints import AbortBody, evidence_from, parse_body, refused, throttled
 from authsvc.kiosk.throttle import Throttled
 from authsvc.kiosk.verification import Refused
-from authsvc.login import card, pages, pending
+from authsvc.login import card, methods, pages, pending
 from authsvc.oidc.authorize import AuthorizeError, error_redirect, respond_with_code
 from authsvc.problems import Problem
 from authsvc.runtime import Runtime
 from authsvc.sessions import service as sessions
-from authsvc.tokens import assurance
 from card.request_signing import b64url
 
 router = APIRouter(tags=["login"])
@@ -61,10 +60,8 @@ def login_page(login_id: str, request: Request, runtime: RuntimeDep) -> Response
     locale = _locale(request, login)
     text = pages.TEXT[locale]
     wanted = login.request
-    messages = {
-        key[4:]: text[key]
-        for key in ("msg_contacting", "msg_waiting", "msg_done", "msg_no_helper", "msg_failed", "msg_expired")
-    }
+    messages = {key[4:]: value for key, value in text.items() if key.startswith("msg_")}
+    missing = pending.status(runtime.store, login).get("missing", [])
     return pages.render(
         runtime.settings,
         "login.html",
@@ -74,8 +71,8 @@ def login_page(login_id: str, request: Request, runtime: RuntimeDep) -> Response
         portal=wanted.client_name,
         acr=wanted.acr,
         step_up=wanted.step_up,
-        # The card reaches card-pin; a level above needs a method this version does not have.
-        card_offered=assurance.satisfies(assurance.ACR_CARD_PIN, wanted.acr),
+        missing=missing,
+        offered=methods.offered(runtime, missing),
         messages=messages,
         switch_url=f"/login/{login_id}?lang={pages.LOCALES[1 - pages.LOCALES.index(locale)]}",
     )
@@ -86,7 +83,7 @@ def login_status(login_id: str, request: Request, runtime: RuntimeDep) -> JSONRe
     login = _bound(runtime, request, login_id)
     if login is None:
         raise Problem(404, "login_unknown", "no such login is pending in this browser (expired or finished)")
-    return JSONResponse(pending.status(runtime.store, login), headers=NO_STORE)
+    return JSONResponse(methods.status(runtime, login), headers=NO_STORE)
 
 
 @router.get("/login/{login_id}/continue")
@@ -156,12 +153,16 @@ def card_complete(login_id: str, runtime: RuntimeDep, db: DbSession, body: RawBo
     evidence = evidence_from(body)
     # Refusals are returned, not raised, so that the unit of work commits their audit events.
     try:
-        auth = card.complete(runtime, db, login_id, evidence)
+        progress = card.complete(runtime, db, login_id, evidence)
     except Refused as exc:
         return problems.response(refused(exc))
     except Throttled as exc:
         return problems.response(throttled(exc))
-    return JSONResponse({"status": "done", "acr": auth.acr, "amr": auth.amr}, headers=NO_STORE)
+    auth = progress.auth
+    answer = {"status": "done" if progress.done else "partial", "acr": auth.acr, "amr": auth.amr}
+    if not progress.done:
+        answer["missing"] = methods.offered(runtime, progress.missing)
+    return JSONResponse(answer, headers=NO_STORE)
 
 
 @router.post("/login/{login_id}/card/abort", status_code=204)
@@ -172,5 +173,3 @@ def card_abort(login_id: str, runtime: RuntimeDep, db: DbSession, body: RawBody)
     except Refused as exc:
         return problems.response(refused(exc))
     return Response(status_code=204)
-
-

@@ -16,7 +16,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from authsvc.config import Settings
 from authsvc.problems import Problem
-from authsvc.tokens.assurance import ACR_CARD, ACR_CARD_PIN, ACR_CARD_PIN_FACE
+from authsvc.tokens.assurance import HIGH, LOW, SUBSTANTIAL
 
 HERE = Path(__file__).resolve().parents[1]
 STATIC = HERE / "static"
@@ -39,7 +39,15 @@ TEXT: dict[str, dict[str, str]] = {
         "card_help": "请将社会保障卡插入读卡器，确认本机已运行 sscard helper，"
         "然后点击下面的按钮，在 helper 窗口中输入密码。",
         "card_button": "使用社会保障卡登录",
-        "unavailable": "此认证级别所需的方式（人脸识别）暂未开放。",
+        "ecard_method": "使用电子社保卡",
+        "ecard_help": "打开手机上的电子社保卡，扫描下面的二维码，核对要登录的网站名称后确认。",
+        "ecard_link": "无法扫码？在手机上打开此链接",
+        "face_method": "人脸识别",
+        "face_help": "点击按钮后，用手机扫描二维码（或在本机打开链接），按提示完成活体检测。",
+        "face_button": "开始人脸识别",
+        "face_link": "在本机进行人脸识别",
+        "progress": "已完成的认证：",
+        "unavailable": "此认证级别所需的认证方式暂未开放。",
         "cancel": "取消并返回",
         "noscript": "此页面需要启用 JavaScript 才能与读卡助手通信。",
         "error_title": "无法继续",
@@ -51,15 +59,20 @@ TEXT: dict[str, dict[str, str]] = {
         "logout_no": "保持登录",
         "logged_out": "您已退出登录。",
         "kept": "您仍保持登录。",
-        ACR_CARD: "社会保障卡",
-        ACR_CARD_PIN: "社会保障卡 + 密码",
-        ACR_CARD_PIN_FACE: "社会保障卡 + 密码 + 人脸识别",
+        LOW: "实名认证（社会保障卡或电子社保卡）",
+        SUBSTANTIAL: "两项认证（社会保障卡 + 密码，或卡/电子社保卡 + 人脸识别）",
+        HIGH: "最高级别（社会保障卡 + 密码 + 人脸识别）",
         "msg_contacting": "正在联系读卡助手……请在助手窗口中输入密码。",
         "msg_waiting": "等待认证完成……",
         "msg_done": "认证成功，正在返回门户网站……",
         "msg_no_helper": "无法连接读卡助手。请确认已运行 sscard helper。",
         "msg_failed": "认证失败：",
         "msg_expired": "登录已过期，请返回原网站重新开始。",
+        "msg_more": "已完成一项认证，请继续完成下面的认证方式。",
+        "msg_face_waiting": "等待人脸识别结果……",
+        "msg_face_failed": "人脸识别未通过，可以重试。",
+        "msg_face_timed_out": "人脸识别超时未收到结果，请重试。",
+        "msg_face_error": "暂时无法开始人脸识别，请稍后重试。",
     },
     "en": {
         "service": "Social security card sign-on",
@@ -72,7 +85,17 @@ TEXT: dict[str, dict[str, str]] = {
         "card_help": "Insert your card in the reader, make sure sscard helper runs on this computer, press the button "
         "below and enter your PIN in the helper's window.",
         "card_button": "Sign in with the card",
-        "unavailable": "The method this level needs (face check) is not available yet.",
+        "ecard_method": "With your electronic social security card",
+        "ecard_help": "Open the e-card app on your phone, scan this code, check the name of the site you sign in "
+        "to and approve.",
+        "ecard_link": "Cannot scan? Open this link on the phone",
+        "face_method": "Face check",
+        "face_help": "Press the button, then scan the code with your phone (or open the link here) and follow the "
+        "liveness check.",
+        "face_button": "Start the face check",
+        "face_link": "Do the face check on this device",
+        "progress": "Checks done so far: ",
+        "unavailable": "The method this level needs is not available.",
         "cancel": "Cancel and go back",
         "noscript": "This page needs JavaScript to talk to the card helper.",
         "error_title": "Cannot continue",
@@ -84,15 +107,20 @@ TEXT: dict[str, dict[str, str]] = {
         "logout_no": "Stay signed in",
         "logged_out": "You are signed out.",
         "kept": "You are still signed in.",
-        ACR_CARD: "social security card",
-        ACR_CARD_PIN: "social security card and PIN",
-        ACR_CARD_PIN_FACE: "social security card, PIN and face check",
+        LOW: "real name (your card or e-card)",
+        SUBSTANTIAL: "two checks (card and PIN, or card or e-card and a face check)",
+        HIGH: "highest (card with PIN and a face check)",
         "msg_contacting": "Contacting the card helper… enter your PIN in its window.",
         "msg_waiting": "Waiting for the sign-in to complete…",
         "msg_done": "Signed in, returning to the portal…",
         "msg_no_helper": "The card helper does not answer. Make sure sscard helper is running.",
         "msg_failed": "Sign-in failed: ",
         "msg_expired": "This sign-in has expired; go back to the site and start again.",
+        "msg_more": "One check done; please complete the method below.",
+        "msg_face_waiting": "Waiting for the face check's result…",
+        "msg_face_failed": "The face check did not pass; you may try again.",
+        "msg_face_timed_out": "The face check's result did not arrive in time; please try again.",
+        "msg_face_error": "The face check cannot start right now; please try again later.",
     },
 }
 
@@ -153,9 +181,7 @@ def render(settings: Settings, template: str, locale: str, *, status: int = 200,
     return HTMLResponse(html, status_code=status, headers=security_headers(settings))
 
 
-def error_page(
-    settings: Settings, locale: str, error: str, description: str, *, status: int = 400
-) -> HTMLResponse:
+def error_page(settings: Settings, locale: str, error: str, description: str, *, status: int = 400) -> HTMLResponse:
     """Shown instead of a redirect when the redirect URI cannot be trusted, and for browser-facing refusals."""
     return render(settings, "error.html", locale, status=status, error=error, description=description)
 

@@ -1,14 +1,17 @@
 """Pending browser logins: one per authorization request that needs the citizen to authenticate.
 
-`/authorize` creates one and sends the browser to the login page; an authenticator (the card through
-`sscard helper` now; a phone app scanning a QR code or a face check later) proves its factors and calls `complete`;
-the page polls `status` and, once done, continues to `finish`, which hands the request and the authentication back
-exactly once. A pending login is bound to the browser that started it by a random cookie (only its hash is kept).
+`/authorize` creates one and sends the browser to the login page; authenticators (the card through `sscard helper`,
+the e-card app scanning a QR code, a face check) each prove their checks and call `complete`. The checks of one login
+add up (and with a step-up session's own), in whatever order the policy offers them (`assurance.missing`), until the
+wanted level is reached; the page polls `status` and, once done, continues to `finish`, which hands the request and
+the authentication back exactly once. A pending login is bound to the browser that started it by a random cookie
+(only its hash is kept).
 
 Shared-store keys, each one written and read on its own (so `put/get/take/add` suffice, also on Redis Cluster):
   pending:req:<id>             the request (put at creation, taken by `finish`)
   pending:chal:<id>:<method>   an authenticator's current single-use challenge (put per attempt, taken to verify)
   pending:done:<id>            the authentication (add: the first completion wins; taken by `finish`)
+  pending:part:<id>            the checks proven so far and whom they identify, until the level is reached (put)
   pending:fail:<id>            the last refusal, for the page to show (put)
 """
 
@@ -23,7 +26,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from authsvc.sessions.service import higher_acr, merge_amr
 from authsvc.store import Store
 from authsvc.tokens import assurance
 from authsvc.tokens.issuing import Authentication
@@ -70,6 +72,16 @@ class PendingLogin:
 
     def seconds_left(self, now: float | None = None) -> int:
         return max(0, self.expires_at - int(time.time() if now is None else now))
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a login stands after a method completed: the authentication reached so far (level and merged amr) and
+    whether it is enough; if not, the methods still worth offering."""
+
+    auth: Authentication
+    done: bool
+    missing: list[str]
 
 
 class CompletionRefused(Exception):
@@ -138,32 +150,55 @@ def take_challenge(store: Store, login_id: str, method: str) -> bytes | None:
     return store.take(f"pending:chal:{login_id}:{method}")
 
 
-def complete(store: Store, login_id: str, auth: Authentication, *, method: str) -> Authentication:
-    """Record that an authenticator proved `auth` for this login, after it checked its own factors.
+def _partial(store: Store, login_id: str) -> dict[str, Any] | None:
+    raw = store.get(f"pending:part:{login_id}")
+    return None if raw is None else json.loads(raw)
 
-    Returns the authentication the login reached (on a step-up, the session's factors plus the new ones). Raises
-    CompletionRefused: unknown or expired login, another person than the session's, a level still too low, or a
-    login completed already (of two concurrent completions only one succeeds).
+
+def subject_of(store: Store, login: PendingLogin) -> str | None:
+    """Whom this login is about so far: the step-up session's person, or the one an earlier method identified."""
+    if login.request.subject is not None:
+        return login.request.subject
+    partial = _partial(store, login.login_id)
+    return None if partial is None else str(partial["subject"])
+
+
+def proven(store: Store, login: PendingLogin) -> list[str]:
+    """The checks this login can count so far: a step-up session's and those of earlier methods."""
+    partial = _partial(store, login.login_id)
+    return [*login.request.amr, *(partial["amr"] if partial else [])]
+
+
+def complete(store: Store, login_id: str, *, subject: str, amr: list[str], method: str) -> Progress:
+    """Record that an authenticator, after checking its own factors, proved `amr` for `subject` in this login.
+
+    The checks add up with those proven before in this login (and a step-up session's), all of one person. Once the
+    wanted level is reached the login is done and the browser may continue; until then the checks are kept and
+    `Progress.missing` says what else to offer. Raises CompletionRefused: unknown or expired login, another person
+    than the one identified before, or a login completed already (of two concurrent completions only one wins).
     """
-    pending = get(store, login_id)
-    if pending is None:
+    login = get(store, login_id)
+    if login is None:
         raise CompletionRefused("login_unknown", "no such login is pending (expired or already used)")
-    request = pending.request
-    if request.subject is not None:
-        if not hmac.compare_digest(request.subject.encode(), auth.subject.encode()):
-            raise CompletionRefused("subject_mismatch", "this is not the person signed in to this browser")
-        auth = Authentication(
-            subject=auth.subject,
-            auth_time=auth.auth_time,
-            acr=higher_acr(request.session_acr or auth.acr, auth.acr),
-            amr=merge_amr(request.amr, auth.amr),
-        )
-    if not assurance.satisfies(auth.acr, request.acr):
-        raise CompletionRefused("insufficient_level", f"the portal asks for {request.acr}; this reached {auth.acr}")
-    doc = {"auth": asdict(auth), "method": method, "pending": _encode(pending)}
-    if not store.add(f"pending:done:{login_id}", json.dumps(doc).encode(), max(MIN_RESULT_TTL, pending.seconds_left())):
+    if store.get(f"pending:done:{login_id}") is not None:
         raise CompletionRefused("login_completed", "this login has been completed already")
-    return auth
+    known = subject_of(store, login)
+    if known is not None and not hmac.compare_digest(known.encode(), subject.encode()):
+        raise CompletionRefused("subject_mismatch", "this is not the person this sign-in is for")
+    merged = list(dict.fromkeys([*proven(store, login), *amr]))
+    level, reported = assurance.grade(merged)
+    if level is None:
+        raise CompletionRefused("no_level", "these checks alone identify nobody")
+    auth = Authentication(subject=subject, auth_time=int(time.time()), acr=level, amr=reported)
+    request = login.request
+    if not assurance.satisfies(level, request.acr):
+        doc = {"subject": subject, "amr": merged}
+        store.put(f"pending:part:{login_id}", json.dumps(doc).encode(), max(1, login.seconds_left()))
+        return Progress(auth, False, assurance.missing(merged, request.acr))
+    doc = {"auth": asdict(auth), "method": method, "pending": _encode(login)}
+    if not store.add(f"pending:done:{login_id}", json.dumps(doc).encode(), max(MIN_RESULT_TTL, login.seconds_left())):
+        raise CompletionRefused("login_completed", "this login has been completed already")
+    return Progress(auth, True, [])
 
 
 def fail(store: Store, pending: PendingLogin, reason: str, extra: dict[str, Any] | None = None) -> None:
@@ -175,10 +210,16 @@ def fail(store: Store, pending: PendingLogin, reason: str, extra: dict[str, Any]
 def status(store: Store, pending: PendingLogin) -> dict[str, Any]:
     if store.get(f"pending:done:{pending.login_id}") is not None:
         return {"status": "done"}
+    have = proven(store, pending)
+    answer: dict[str, Any] = {
+        "status": "pending",
+        "reached": assurance.grade(have)[0],
+        "missing": assurance.missing(have, pending.request.acr),
+    }
     failed = store.get(f"pending:fail:{pending.login_id}")
     if failed is not None:
-        return {"status": "pending", "last_failure": json.loads(failed)}
-    return {"status": "pending"}
+        answer["last_failure"] = json.loads(failed)
+    return answer
 
 
 def finish(store: Store, login_id: str, browser_secret: str | None) -> tuple[PendingLogin, Authentication, str] | None:
@@ -195,6 +236,7 @@ def finish(store: Store, login_id: str, browser_secret: str | None) -> tuple[Pen
     if not bound_to(login, browser_secret) or store.take(f"pending:done:{login_id}") is None:
         return None
     store.take(f"pending:req:{login_id}")
+    store.take(f"pending:part:{login_id}")
     return login, Authentication(**result["auth"]), result["method"]
 
 
@@ -204,4 +246,5 @@ def cancel(store: Store, login_id: str) -> bool:
         return False
     request = store.take(f"pending:req:{login_id}")
     result = store.take(f"pending:done:{login_id}")
+    store.take(f"pending:part:{login_id}")
     return request is not None or result is not None

@@ -5,7 +5,7 @@ A resource server that needs more than the token shows (a higher `acr`, or a mor
 client sends the citizen back to /authorize with them, and the provider asks only for the missing factors.
 
     token = resource.from_request(runtime, request)
-    step_up.require(token, acr=ACR_CARD_PIN_FACE, max_age=300)   # raises InsufficientUserAuthentication
+    step_up.require(token, acr=HIGH, max_age=300)   # raises InsufficientUserAuthentication
 
 The exception is an `authsvc.problems.Problem`: raised from a route it becomes the 401 with its challenge.
 """

@@ -21,7 +21,6 @@ from authsvc.database import utcnow
 from authsvc.runtime import Runtime
 from authsvc.sessions import repository
 from authsvc.sessions.models import SsoSession
-from authsvc.tokens import assurance
 from authsvc.tokens.issuing import Authentication
 from keys import hmac_keys
 
@@ -103,14 +102,6 @@ def start(db: Session, runtime: Runtime, auth: Authentication) -> tuple[SsoSessi
     )
     audit.record(db, event=EVENT_START, outcome="success", subject=auth.subject, detail={"acr": auth.acr})
     return row, f"{row.sid}.{secret}"
-
-
-def merge_amr(first: list[str], second: list[str]) -> list[str]:
-    return list(dict.fromkeys([*first, *second]))
-
-
-def higher_acr(a: str, b: str) -> str:
-    return a if assurance.satisfies(a, b) else b
 
 
 def reauthenticated(db: Session, runtime: Runtime, session: SsoSession, auth: Authentication) -> str:

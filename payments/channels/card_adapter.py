@@ -11,13 +11,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from authsvc.tokens.assurance import ACR_CARD_PIN
+from authsvc.tokens.assurance import SUBSTANTIAL
 from payments.channels import bank
 from payments.channels.bank_adapter import BankAdapter, answer_field, payment_state, same_order
 from payments.channels.base import ChannelUnavailable, PaymentOrderRef, PaymentStart
 
 NAME = "card"
-REQUIRED_ACR = ACR_CARD_PIN
+REQUIRED_ACR = SUBSTANTIAL
 
 _CARD_NUMBER = re.compile(r"[A-Z0-9]{9}")  # authsvc/registry/models.py: Card.card_number
 

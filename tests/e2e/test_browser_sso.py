@@ -16,7 +16,7 @@ import uvicorn
 from authsvc import demo_browser
 from authsvc.clients.models import AuthMethod
 from authsvc.demo_portal import PortalConfig, create_portal, serve_in_thread
-from authsvc.tokens.assurance import ACR_CARD_PIN
+from authsvc.tokens.assurance import SUBSTANTIAL
 from tests.fixtures.oidc import register_client
 from tests.fixtures.service import PIN, LiveServer, free_port, issue
 
@@ -79,7 +79,7 @@ def test_a_citizen_signs_in_with_the_card_then_sso_then_logout_everywhere(
 
     # Portal A: the card signed in, at the level of card + PIN.
     assert outcome.a.sub and outcome.a.sid
-    assert outcome.a.acr == ACR_CARD_PIN and "pin" in outcome.a.amr
+    assert outcome.a.acr == SUBSTANTIAL and "pin" in outcome.a.amr
     # Portal B: the same session and the same (public) subject, without the login page or the card again.
     assert outcome.provider_pages_at_b == []
     assert (outcome.b.sid, outcome.b.sub, outcome.b.acr) == (outcome.a.sid, outcome.a.sub, outcome.a.acr)

@@ -156,7 +156,7 @@ def test_the_readme_demo_runs_on_the_embedded_default(pcscd: str, tmp_path: Path
     for run in (first, again):  # the second run reuses its cards, kiosk, portals and keys
         assert run.returncode == 0, run.stdout + run.stderr
         assert run.stdout.count("ID token verified") == 2
-        assert "acr=urn:sscard:acr:card-pin" in run.stdout and "(7 APDUs)" in run.stdout
+        assert "acr=urn:sscard:acr:substantial" in run.stdout and "(7 APDUs)" in run.stdout
         # The browser part (authsvc/demo_browser.py, whose outcome test_browser_sso.py asserts) ran to its end.
         steps = [
             line.removeprefix("==> ")
@@ -165,7 +165,7 @@ def test_the_readme_demo_runs_on_the_embedded_default(pcscd: str, tmp_path: Path
         ]
         assert len(steps) == len(DEMO_BROWSER_STEPS), run.stdout
         assert all(step.startswith(expected) for step, expected in zip(steps, DEMO_BROWSER_STEPS, strict=True)), steps
-        assert "acr=urn:sscard:acr:card-pin, amr=['sc', 'hwk', 'pin', 'mfa']" in steps[2]
+        assert "acr=urn:sscard:acr:substantial, amr=['sc', 'hwk', 'pin', 'mfa']" in steps[2]
         # The payments part (authsvc/demo_payments.py): paid through both sandboxes, reconciled, ledger agreeing.
         assert "paid, paid by charged; linked account balance 1000.00 → 700.00 yuan" in run.stdout
         assert "callback delivered, order paid" in run.stdout

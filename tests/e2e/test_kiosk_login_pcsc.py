@@ -105,7 +105,7 @@ def test_card_and_pin_login(rig: Rig, generation: int, algorithm: str) -> None:
     with rig.inserted(card):
         answer = rig.login()
     assert answer["apdus"] == APDUS[generation]
-    assert answer["acr"] == "urn:sscard:acr:card-pin"
+    assert answer["acr"] == "urn:sscard:acr:substantial"
     assert answer["amr"] == (["sc", "hwk", "pin", "mfa"] if generation == 3 else ["sc", "pin", "mfa"])
     assert answer["identity"]["generation"] == generation and "*" in answer["identity"]["ssn"]
     assert rig.audit() == [("success", None)]

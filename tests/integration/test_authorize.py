@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from authsvc.login import pending
 from authsvc.oauth import codes, par
 from authsvc.runtime import Runtime
 from authsvc.sessions.models import SsoSession
-from authsvc.tokens.assurance import ACR_CARD_PIN, ACR_CARD_PIN_FACE
+from authsvc.tokens.assurance import HIGH, SUBSTANTIAL
 from authsvc.tokens.issuing import Authentication
 from tests.fixtures.oidc import RegisteredClient, register_client
 from tests.fixtures.service import issue
@@ -102,7 +101,7 @@ def test_a_repeated_redirect_uri_gets_an_error_page(client: TestClient, portal: 
         ({"response_mode": "fragment"}, "invalid_request"),
         ({"scope": "openid ssn"}, "invalid_scope"),
         ({"scope": None}, "invalid_scope"),
-        ({"acr_values": ACR_CARD_PIN_FACE}, "invalid_request"),
+        ({"acr_values": HIGH}, "invalid_request"),
         ({"prompt": "consent"}, "invalid_request"),
         ({"prompt": "none login"}, "invalid_request"),
         ({"max_age": "-1"}, "invalid_request"),
@@ -163,7 +162,11 @@ def test_a_browser_without_a_session_goes_to_the_login_page(
     assert '<html lang="en">' in html and "社保查询 Benefits" in html and 'aria-live="polite"' in html
     assert "http://127.0.0.1:24727" in page.headers["content-security-policy"]
     assert '<html lang="zh-CN">' in client.get(f"/login/{login_id}?lang=zh-CN").text
-    assert client.get(f"/login/{login_id}/status").json() == {"status": "pending"}
+    assert client.get(f"/login/{login_id}/status").json() == {
+        "status": "pending",
+        "reached": None,
+        "missing": ["card", "ecard"],
+    }
     stranger = TestClient(client.app)  # another browser, without the login cookie
     assert stranger.get(f"/login/{login_id}/status").status_code == 404
     assert stranger.get(f"/login/{login_id}").status_code == 404
@@ -178,7 +181,7 @@ def test_card_sign_in_then_silent_sso_into_a_second_portal(
     assert answer["state"] == request.params["state"] and answer["iss"] == ISSUER
     first = codes.redeem(runtime.store, answer["code"])
     assert first is not None and first.client_id == portal.client_id and first.nonce == request.params["nonce"]
-    assert first.acr == ACR_CARD_PIN and first.amr == ["sc", "hwk", "pin", "mfa"]
+    assert first.acr == SUBSTANTIAL and first.amr == ["sc", "hwk", "pin", "mfa"]
 
     other = register_client(runtime, name="医保 Health", redirect_uris=["http://127.0.0.1:9/other"])
     silent = authorize(client, request_for(other, prompt="none"))
@@ -208,34 +211,33 @@ def test_prompt_login_and_max_age_ask_again(
 def test_step_up_asks_only_the_missing_factor_of_the_same_person(
     client: TestClient, helper: TestClient, runtime: Runtime, tmp_path: Path
 ) -> None:
-    portal = register_client(runtime, redirect_uris=[REDIRECT], acr_values=[ACR_CARD_PIN, ACR_CARD_PIN_FACE])
+    portal = register_client(runtime, redirect_uris=[REDIRECT], acr_values=[SUBSTANTIAL, HIGH])
     mine, someone_else = issue(runtime, tmp_path, generation=3), issue(runtime, tmp_path, generation=2)
     first = codes.redeem(runtime.store, _sign_in(client, helper, request_for(portal), mine.path)["code"])
-    assert first is not None and first.acr == ACR_CARD_PIN
+    assert first is not None and first.acr == SUBSTANTIAL
 
-    login_id = login_id_of(authorize(client, request_for(portal, acr_values=ACR_CARD_PIN_FACE)))
+    login_id = login_id_of(authorize(client, request_for(portal, acr_values=HIGH)))
     login = pending.get(runtime.store, login_id)
     assert login is not None and login.request.step_up and login.request.subject == first.subject
-    assert 'id="card-button"' not in client.get(f"/login/{login_id}").text  # the card has nothing more to add
+    assert 'id="method-card" hidden' in client.get(f"/login/{login_id}").text  # the card has nothing to add
+    assert pending.status(runtime.store, login)["missing"] == ["face"]
     wrong = sign_with_card(helper, login_id, someone_else.path)
     assert (wrong.status_code, wrong.json()["reason"]) == (422, "subject_mismatch")
-    same = sign_with_card(helper, login_id, mine.path)
-    assert (same.status_code, same.json()["reason"]) == (422, "insufficient_level")
+    same = sign_with_card(helper, login_id, mine.path)  # accepted, but it adds nothing: still short of the level
+    assert same.status_code == 200 and same.json()["status"] == "partial" and same.json()["acr"] == SUBSTANTIAL
     status = client.get(f"/login/{login_id}/status").json()
-    assert status == {"status": "pending", "last_failure": {"reason": "insufficient_level"}}
+    assert status["status"] == "pending" and status["reached"] == SUBSTANTIAL
 
-    # A face check (a later issue) completes the same pending login through the same call.
-    face = Authentication(subject=first.subject, auth_time=int(time.time()), acr=ACR_CARD_PIN_FACE, amr=["face"])
-    stranger = Authentication("x" * 32, face.auth_time, face.acr, ["face"])
+    # The face check (authsvc/login/face.py, on the vendor's verdict) completes the same login through the same call.
     with pytest.raises(pending.CompletionRefused):
-        pending.complete(runtime.store, login_id, stranger, method="face")
-    pending.complete(runtime.store, login_id, face, method="face")
+        pending.complete(runtime.store, login_id, subject="x" * 32, amr=["face"], method="face")
+    pending.complete(runtime.store, login_id, subject=first.subject, amr=["face"], method="face")
     with pytest.raises(pending.CompletionRefused):  # single use
-        pending.complete(runtime.store, login_id, face, method="face")
+        pending.complete(runtime.store, login_id, subject=first.subject, amr=["face"], method="face")
     done = client.get(f"/login/{login_id}/continue", follow_redirects=False)
     stepped = codes.redeem(runtime.store, query_of(done.headers["location"])["code"])
-    assert stepped is not None and stepped.sid == first.sid and stepped.acr == ACR_CARD_PIN_FACE
-    assert stepped.amr == ["sc", "hwk", "pin", "mfa", "face"]
+    assert stepped is not None and stepped.sid == first.sid and stepped.acr == HIGH
+    assert stepped.amr == ["sc", "hwk", "pin", "face", "mfa"]
     assert client.get(f"/login/{login_id}/continue", follow_redirects=False).status_code == 404  # used
 
 
@@ -293,29 +295,29 @@ def test_two_logins_pending_in_one_browser_both_stay_bound_to_it(
     # Two tabs: the second authorization request must not unbind the first tab's login.
     first = login_id_of(authorize(client, request_for(portal)))
     second = login_id_of(authorize(client, request_for(portal)))
-    assert client.get(f"/login/{first}/status").json() == {"status": "pending"}
+    assert client.get(f"/login/{first}/status").json()["status"] == "pending"
     card = issue(runtime, tmp_path, generation=3)
     assert sign_with_card(helper, first, card.path).status_code == 200
     assert client.get(f"/login/{first}/continue", follow_redirects=False).status_code == 303
-    assert client.get(f"/login/{second}/status").json() == {"status": "pending"}  # still this browser's
+    assert client.get(f"/login/{second}/status").json()["status"] == "pending"  # still this browser's
 
 
 def test_signing_in_again_rotates_the_cookie_and_reports_only_what_was_proven(
     client: TestClient, helper: TestClient, runtime: Runtime, tmp_path: Path
 ) -> None:
-    portal = register_client(runtime, redirect_uris=[REDIRECT], acr_values=[ACR_CARD_PIN, ACR_CARD_PIN_FACE])
+    portal = register_client(runtime, redirect_uris=[REDIRECT], acr_values=[SUBSTANTIAL, HIGH])
     card = issue(runtime, tmp_path, generation=3)
     _sign_in(client, helper, request_for(portal), card.path)
     before = client.cookies.get("sscard_session")
     with unit_of_work(runtime.sessions) as db:  # a face check two hours ago (a later issue's method)
         session = db.scalars(select(SsoSession)).one()
-        session.acr, session.amr = ACR_CARD_PIN_FACE, [*session.amr, "face"]
+        session.acr, session.amr = HIGH, [*session.amr, "face"]
         session.auth_time -= timedelta(hours=2)
     answer = _sign_in(client, helper, request_for(portal, prompt="login"), card.path)
     again = codes.redeem(runtime.store, answer["code"])
     # Only the card was proven now: the face check of two hours ago must not pass for a fresh one.
-    assert again is not None and again.acr == ACR_CARD_PIN and "face" not in again.amr
-    fresh_face = request_for(portal, acr_values=ACR_CARD_PIN_FACE, max_age="600", prompt="none")
+    assert again is not None and again.acr == SUBSTANTIAL and "face" not in again.amr
+    fresh_face = request_for(portal, acr_values=HIGH, max_age="600", prompt="none")
     _error(authorize(client, fresh_face), "login_required", fresh_face.params["state"])
     after = client.cookies.get("sscard_session")
     assert after and before and after != before and after.split(".")[0] == before.split(".")[0]  # same sid
@@ -334,7 +336,7 @@ def test_on_https_the_login_cookie_is_host_only(settings_factory) -> None:  # ty
         browser = TestClient(create_app(runtime=rt), base_url="https://testserver")
         login_id = login_id_of(authorize(browser, request_for(portal)))
         assert browser.cookies.get("__Host-sscard_login") and browser.cookies.get("sscard_login") is None
-        assert browser.get(f"/login/{login_id}/status").json() == {"status": "pending"}
+        assert browser.get(f"/login/{login_id}/status").json()["status"] == "pending"
     finally:
         rt.close()
 
@@ -378,18 +380,17 @@ def test_a_login_cancelled_after_the_card_signed_cannot_continue(
 def test_a_step_up_whose_session_ended_meanwhile_does_not_continue(
     client: TestClient, helper: TestClient, runtime: Runtime, tmp_path: Path
 ) -> None:
-    portal = register_client(runtime, redirect_uris=[REDIRECT], acr_values=[ACR_CARD_PIN, ACR_CARD_PIN_FACE])
+    portal = register_client(runtime, redirect_uris=[REDIRECT], acr_values=[SUBSTANTIAL, HIGH])
     mine = issue(runtime, tmp_path, generation=3)
     first = codes.redeem(runtime.store, _sign_in(client, helper, request_for(portal), mine.path)["code"])
     assert first is not None
-    login_id = login_id_of(authorize(client, request_for(portal, acr_values=ACR_CARD_PIN_FACE)))
+    login_id = login_id_of(authorize(client, request_for(portal, acr_values=HIGH)))
     with unit_of_work(runtime.sessions) as db:  # the citizen signs out in another tab
         from authsvc.sessions import service as sessions
 
         session = db.scalars(select(SsoSession).where(SsoSession.sid == first.sid)).one()
         sessions.end(db, runtime, session, why="logout")
-    face = Authentication(subject=first.subject, auth_time=int(time.time()), acr=ACR_CARD_PIN_FACE, amr=["face"])
-    pending.complete(runtime.store, login_id, face, method="face")
+    pending.complete(runtime.store, login_id, subject=first.subject, amr=["face"], method="face")
     done = client.get(f"/login/{login_id}/continue", follow_redirects=False)
     assert "location" not in done.headers or "code" not in query_of(done.headers["location"])
 
@@ -406,7 +407,12 @@ def test_id_token_hint_names_whom_the_portal_expects(
     def hint(subject: str, audience: str = portal.client_id) -> str:
         auth = Authentication(subject, first.auth_time, first.acr, first.amr)
         return issuing.id_token(
-            runtime.keyring, issuer=ISSUER, client_id=audience, subject=subject, auth=auth, ttl=-60  # expired is fine
+            runtime.keyring,
+            issuer=ISSUER,
+            client_id=audience,
+            subject=subject,
+            auth=auth,
+            ttl=-60,  # expired is fine
         )
 
     same = authorize(client, request_for(portal, prompt="none", id_token_hint=hint(first.subject)))

@@ -47,7 +47,7 @@ def _events(runtime: Runtime) -> list[tuple[str, str | None]]:
 def test_the_helper_learns_the_portal_and_the_origin(helper: TestClient, login_id: str) -> None:
     answer = helper.get(f"/login/{login_id}/card").json()
     assert answer["portal"] == "社保查询" and answer["origin"] == "http://testserver"
-    assert answer["acr"] == "urn:sscard:acr:card-pin" and 0 < answer["expires_in"] <= 60
+    assert answer["acr"] == "urn:sscard:acr:substantial" and 0 < answer["expires_in"] <= 60
     assert helper.get("/login/no-such-login-0000000/card").status_code == 404
 
 

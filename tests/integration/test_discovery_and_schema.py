@@ -13,7 +13,7 @@ def test_discovery_document(client: TestClient) -> None:
     doc = client.get("/.well-known/openid-configuration").json()
     assert doc["issuer"] == "http://testserver" and doc["jwks_uri"] == "http://testserver/jwks.json"
     assert doc["id_token_signing_alg_values_supported"] == ["ES256"]
-    assert "urn:sscard:acr:card-pin" in doc["acr_values_supported"]
+    assert "urn:sscard:acr:substantial" in doc["acr_values_supported"]
 
 
 def test_jwks_is_cacheable_and_public_only(client: TestClient) -> None:

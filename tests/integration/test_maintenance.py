@@ -50,7 +50,7 @@ def _session(runtime: Runtime, *, created: datetime, expires: datetime, ended: d
             sid=secrets.token_urlsafe(24),
             cookie_digest="unused",
             subject="subject-1",
-            acr="urn:sscard:acr:card-pin",
+            acr="urn:sscard:acr:substantial",
             amr=["sc", "pin"],
             auth_time=created,
             created_at=created,

@@ -55,7 +55,7 @@ from tests.fixtures.service import PIN, LiveServer, issue
 from tests.fixtures.softcard import evidence, open_card
 
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
-CARD_PIN = "urn:sscard:acr:card-pin"
+CARD_PIN = "urn:sscard:acr:substantial"
 HTTP_TIMEOUT = 10.0
 # How long the back-channel endpoint waits for the provider's first delivery attempt (made right after the logout
 # response): a bound on waiting, not a figure under test.
@@ -638,7 +638,7 @@ def test_authlib_detects_tampering(
 
         claims = jwt.decode(token["id_token"], KeySet.import_key_set(rp.fetch_jwk_set())).claims
         header, _, signature = token["id_token"].split(".")
-        for changed in ({"sub": "someone-else"}, {"acr": "urn:sscard:acr:card-pin-face"}, {"nonce": nonce + "x"}):
+        for changed in ({"sub": "someone-else"}, {"acr": "urn:sscard:acr:high"}, {"nonce": nonce + "x"}):
             tampered = f"{header}.{_b64_json({**claims, **changed})}.{signature}"
             with pytest.raises(BadSignatureError):
                 id_token_claims(rp, {**token, "id_token": tampered}, nonce)

@@ -6,11 +6,16 @@ import pytest
 
 from authsvc.login import pending
 from authsvc.store.memory import MemoryStore
-from authsvc.tokens.assurance import ACR_CARD_PIN, ACR_CARD_PIN_FACE
+from authsvc.tokens.assurance import HIGH, LOW, SUBSTANTIAL
 from authsvc.tokens.issuing import Authentication
 
 ALICE, BOB = "a" * 32, "b" * 32
-CARD = Authentication(subject=ALICE, auth_time=1_800_000_000, acr=ACR_CARD_PIN, amr=["sc", "hwk", "pin", "mfa"])
+CARD_PIN = ["sc", "hwk", "pin"]
+CARD = Authentication(subject=ALICE, auth_time=0, acr=SUBSTANTIAL, amr=["sc", "hwk", "pin", "mfa"])
+
+
+def _card(store: MemoryStore, login_id: str, subject: str = ALICE, method: str = "card") -> pending.Progress:
+    return pending.complete(store, login_id, subject=subject, amr=CARD_PIN, method=method)
 
 
 def _request(**changes: object) -> pending.LoginRequest:
@@ -20,7 +25,7 @@ def _request(**changes: object) -> pending.LoginRequest:
         redirect_uri="https://portal.example/cb",
         scope=["openid"],
         code_challenge="c" * 43,
-        acr=ACR_CARD_PIN,
+        acr=SUBSTANTIAL,
         locale="zh-CN",
         state="xyz",
     )
@@ -56,50 +61,71 @@ def test_a_challenge_is_spent_by_its_first_use_and_replaced_by_a_newer_one(store
 def test_completion_is_single_use_and_finish_hands_it_over_once(store: MemoryStore) -> None:
     browser = pending.new_browser_secret()
     login = pending.create(store, _request(), browser, 600)
-    assert pending.status(store, login) == {"status": "pending"}
+    assert pending.status(store, login) == {"status": "pending", "reached": None, "missing": ["card", "ecard"]}
     assert pending.finish(store, login.login_id, browser) is None  # nothing to continue with yet
-    assert pending.complete(store, login.login_id, CARD, method="card") == CARD
+    progress = _card(store, login.login_id)
+    assert progress.done and progress.missing == []
+    assert (progress.auth.subject, progress.auth.acr, progress.auth.amr) == (ALICE, SUBSTANTIAL, CARD.amr)
     with pytest.raises(pending.CompletionRefused) as again:
-        pending.complete(store, login.login_id, CARD, method="phone")
+        _card(store, login.login_id, method="ecard")
     assert again.value.reason == "login_completed"
     assert pending.status(store, login) == {"status": "done"}
     assert pending.finish(store, login.login_id, pending.new_browser_secret()) is None  # another browser
     assert pending.finish(store, login.login_id, None) is None
     finished = pending.finish(store, login.login_id, browser)
-    assert finished is not None and finished[1:] == (CARD, "card") and finished[0].request == _request()
+    assert finished is not None and finished[1] == progress.auth and finished[2] == "card"
+    assert finished[0].request == _request()
     assert pending.finish(store, login.login_id, browser) is None
     with pytest.raises(pending.CompletionRefused) as gone:
-        pending.complete(store, login.login_id, CARD, method="card")
+        _card(store, login.login_id)
     assert gone.value.reason == "login_unknown"
 
 
-def test_a_level_too_low_does_not_complete(store: MemoryStore) -> None:
-    login = pending.create(store, _request(acr=ACR_CARD_PIN_FACE), pending.new_browser_secret(), 600)
-    with pytest.raises(pending.CompletionRefused) as low:
-        pending.complete(store, login.login_id, CARD, method="card")
-    assert low.value.reason == "insufficient_level"
-    assert pending.status(store, login) == {"status": "pending"}
+def test_a_level_too_low_is_kept_and_the_missing_check_offered(store: MemoryStore) -> None:
+    browser = pending.new_browser_secret()
+    login = pending.create(store, _request(acr=HIGH), browser, 600)
+    progress = _card(store, login.login_id)
+    assert not progress.done and progress.missing == ["face"] and progress.auth.acr == SUBSTANTIAL
+    assert pending.status(store, login) == {"status": "pending", "reached": SUBSTANTIAL, "missing": ["face"]}
+    assert pending.subject_of(store, login) == ALICE
+    assert pending.finish(store, login.login_id, browser) is None
+    # the face of somebody else does not add up with Alice's card
+    with pytest.raises(pending.CompletionRefused) as other:
+        pending.complete(store, login.login_id, subject=BOB, amr=["face"], method="face")
+    assert other.value.reason == "subject_mismatch"
+    done = pending.complete(store, login.login_id, subject=ALICE, amr=["face"], method="face")
+    assert done.done and done.auth.acr == HIGH and done.auth.amr == ["sc", "hwk", "pin", "face", "mfa"]
+    finished = pending.finish(store, login.login_id, browser)
+    assert finished is not None and finished[1].acr == HIGH and finished[2] == "face"
+    assert store.get(f"pending:part:{login.login_id}") is None  # nothing left behind
+
+
+def test_a_face_check_alone_identifies_nobody(store: MemoryStore) -> None:
+    login = pending.create(store, _request(acr=LOW), pending.new_browser_secret(), 600)
+    assert pending.subject_of(store, login) is None
+    with pytest.raises(pending.CompletionRefused) as nobody:
+        pending.complete(store, login.login_id, subject=ALICE, amr=["face"], method="face")
+    assert nobody.value.reason == "no_level"
+    assert pending.subject_of(store, login) is None  # and it did not identify Alice for a later method
 
 
 def test_step_up_adds_the_missing_factor_of_the_same_person(store: MemoryStore) -> None:
-    request = _request(acr=ACR_CARD_PIN_FACE, subject=ALICE, amr=CARD.amr, session_acr=ACR_CARD_PIN)
+    request = _request(acr=HIGH, subject=ALICE, amr=CARD.amr, session_acr=SUBSTANTIAL)
     login = pending.create(store, request, pending.new_browser_secret(), 600)
-    face = Authentication(subject=BOB, auth_time=1_800_000_100, acr=ACR_CARD_PIN_FACE, amr=["face"])
+    assert pending.status(store, login)["missing"] == ["face"]
     with pytest.raises(pending.CompletionRefused) as other:
-        pending.complete(store, login.login_id, face, method="face")
+        pending.complete(store, login.login_id, subject=BOB, amr=["face"], method="face")
     assert other.value.reason == "subject_mismatch"
-    reached = pending.complete(
-        store, login.login_id, Authentication(ALICE, face.auth_time, face.acr, face.amr), method="face"
-    )
-    assert reached.acr == ACR_CARD_PIN_FACE and reached.amr == ["sc", "hwk", "pin", "mfa", "face"]
+    reached = pending.complete(store, login.login_id, subject=ALICE, amr=["face"], method="face")
+    assert reached.done and reached.auth.acr == HIGH and reached.auth.amr == ["sc", "hwk", "pin", "face", "mfa"]
 
 
 def test_failures_are_shown_to_the_page_until_it_completes(store: MemoryStore) -> None:
     login = pending.create(store, _request(), pending.new_browser_secret(), 600)
     pending.fail(store, login, "pin_wrong", {"tries_left": 2})
     failure = {"reason": "pin_wrong", "tries_left": 2}
-    assert pending.status(store, login) == {"status": "pending", "last_failure": failure}
-    pending.complete(store, login.login_id, CARD, method="card")
+    assert pending.status(store, login)["last_failure"] == failure
+    _card(store, login.login_id)
     assert pending.status(store, login) == {"status": "done"}
 
 
@@ -107,4 +133,4 @@ def test_cancel_ends_the_login(store: MemoryStore) -> None:
     login = pending.create(store, _request(), pending.new_browser_secret(), 600)
     assert pending.cancel(store, login.login_id) and not pending.cancel(store, login.login_id)
     with pytest.raises(pending.CompletionRefused):
-        pending.complete(store, login.login_id, CARD, method="card")
+        _card(store, login.login_id)

@@ -1,18 +1,11 @@
-"""Session rules without I/O: factor merging, levels, the cookie's attributes, and locale choice for the pages."""
+"""Session rules without I/O: the cookie's attributes, and locale choice for the pages."""
 
 from __future__ import annotations
 
 from authsvc.config import Settings
 from authsvc.login.pages import choose_locale, security_headers
 from authsvc.sessions import service
-from authsvc.tokens.assurance import ACR_CARD, ACR_CARD_PIN, ACR_CARD_PIN_FACE
 from card.cryptogram import web_context, web_origin
-
-
-def test_merged_factors_keep_their_order_and_the_higher_level_wins() -> None:
-    assert service.merge_amr(["sc", "pin", "mfa"], ["face", "mfa"]) == ["sc", "pin", "mfa", "face"]
-    assert service.higher_acr(ACR_CARD_PIN, ACR_CARD_PIN_FACE) == ACR_CARD_PIN_FACE
-    assert service.higher_acr(ACR_CARD_PIN_FACE, ACR_CARD) == ACR_CARD_PIN_FACE
 
 
 def test_the_cookie_is_http_only_lax_and_secure_on_https() -> None:

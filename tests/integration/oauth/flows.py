@@ -20,8 +20,8 @@ from tests.fixtures.oidc import (
 )
 
 ISSUER = "http://testserver"
-CARD_PIN = "urn:sscard:acr:card-pin"
-CARD = "urn:sscard:acr:card"
+CARD_PIN = "urn:sscard:acr:substantial"
+CARD = "urn:sscard:acr:low"
 
 
 def post(client: TestClient, path: str, data: dict[str, str], headers: dict[str, str] | None = None) -> Any:

@@ -183,7 +183,7 @@ def test_par_expired_request_uri() -> None:
             "grant_types": ["authorization_code"],
             "redirect_uris": ["https://p/cb"],
             "scopes": ["openid"],
-            "acr_values": ["urn:sscard:acr:card-pin"],
+            "acr_values": ["urn:sscard:acr:substantial"],
         },
     )()
     form = {
@@ -211,7 +211,7 @@ def test_par_validation(client: TestClient, runtime: Runtime) -> None:
     assert error(code_challenge_method="plain")[0] == "invalid_request"
     assert error(code_challenge="")[0] == "invalid_request"
     assert error(scope="openid ssn")[0] == "invalid_scope"
-    assert error(acr_values="urn:sscard:acr:card-pin-face")[0] == "invalid_request"
+    assert error(acr_values="urn:sscard:acr:high")[0] == "invalid_request"
     assert error(request_uri="urn:ietf:params:oauth:request_uri:x")[0] == "invalid_request"
     assert error(request="eyJ.x.y")[0] == "request_not_supported"
     unauthenticated = post(client, "/par", {"response_type": "code", "client_id": rc.client_id})

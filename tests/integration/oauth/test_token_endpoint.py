@@ -35,7 +35,7 @@ def test_code_grant_issues_id_access_and_refresh_tokens(client: TestClient, runt
     assert answer.headers["cache-control"] == "no-store"
     id_token = claims(runtime, body["id_token"], rc.client_id)
     assert id_token["nonce"] == "abc" and id_token["sid"] == "sess-1" and id_token["sub"] == "subject-1"
-    assert id_token["acr"] == "urn:sscard:acr:card-pin" and "pin" in id_token["amr"] and "auth_time" in id_token
+    assert id_token["acr"] == "urn:sscard:acr:substantial" and "pin" in id_token["amr"] and "auth_time" in id_token
     from authsvc.tokens.issuing import at_hash
 
     assert id_token["at_hash"] == at_hash(body["access_token"])

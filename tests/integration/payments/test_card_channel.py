@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from authsvc.runtime import Runtime
-from authsvc.tokens.assurance import ACR_CARD_PIN
+from authsvc.tokens.assurance import SUBSTANTIAL
 from payments.channels.base import ChannelDeclined, ChannelUnavailable, CloseResult, TradeStatus
 from payments.channels.card_adapter import NAME, REQUIRED_ACR
 from tests.integration.payments.support import AMOUNT, inbox, ledger, new_order
@@ -22,7 +22,7 @@ CARD = "A12345678"
 
 
 def test_required_assurance_is_card_and_pin() -> None:
-    assert (NAME, REQUIRED_ACR) == ("card", ACR_CARD_PIN)
+    assert (NAME, REQUIRED_ACR) == ("card", SUBSTANTIAL)
 
 
 def test_charged_at_once(gateway: Bank) -> None:  # noqa: F811

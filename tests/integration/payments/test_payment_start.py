@@ -18,7 +18,7 @@ from authsvc.database import unit_of_work
 from authsvc.registry import repository as registry_repo
 from authsvc.registry import service as registry
 from authsvc.runtime import Runtime
-from authsvc.tokens.assurance import ACR_CARD
+from authsvc.tokens.assurance import LOW
 from payments.channels.base import (
     ChannelDeclined,
     ChannelTrade,
@@ -232,12 +232,12 @@ def test_card_payment_charged_another_amount_is_not_paid(
 
 
 def test_card_payment_needs_card_and_pin(client: TestClient, runtime: Runtime, channels: dict, tmp_path: Path) -> None:
-    token, _ = cardholder_token(client, runtime, tmp_path, acr=ACR_CARD)
+    token, _ = cardholder_token(client, runtime, tmp_path, acr=LOW)
     order_no = new_order(client, token, "k-card-low", channel="card")
     answer = start(client, token, order_no)
     assert answer.status_code == 401
     challenge = answer.headers["www-authenticate"]
-    assert 'error="insufficient_user_authentication"' in challenge and "urn:sscard:acr:card-pin" in challenge
+    assert 'error="insufficient_user_authentication"' in challenge and "urn:sscard:acr:substantial" in challenge
     assert channels["card"].asked == [] and state(runtime, order_no) == "created"
 
 
