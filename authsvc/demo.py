@@ -36,11 +36,14 @@ from authsvc.database import unit_of_work
 from authsvc.registry import repository, service
 from authsvc.registry.models import CardStatus
 from authsvc.runtime import Runtime
+from authsvc.tokens import assurance
 from card.cardfile import CardFile
 
 READER = "Virtual PCD 00 00"
 PCSCD_SOCKET = Path("/run/pcscd/pcscd.comm")
 PORTAL_NAMES = ["社保查询 Benefits portal (demo A)", "医保服务 Health insurance portal (demo B)"]
+# Card + PIN by default; low for an e-card alone, high for a sensitive operation (step-up).
+PORTAL_LEVELS = (assurance.SUBSTANTIAL, assurance.LOW, assurance.HIGH)
 DEMO_PEOPLE = [
     # (ssn, name, generation, PIN, 2nd-generation algorithm)
     ("110105199003072813", "张伟", 3, "123456", None),
@@ -118,16 +121,20 @@ def _portal_clients(runtime: Runtime, path: Path, bases: list[str]) -> list[tupl
     with unit_of_work(runtime.sessions) as session:
         for base, name in zip(bases, PORTAL_NAMES, strict=True):
             entry = known.get(base)
-            if entry is None or clients.get(session, entry["client_id"]) is None:
+            existing = None if entry is None else clients.get(session, entry["client_id"])
+            if entry is None or existing is None:
                 spec = clients.ClientSpec(
                     name=name,
                     auth_method=AuthMethod.CLIENT_SECRET_BASIC,
                     redirect_uris=[f"{base}/callback"],
                     post_logout_redirect_uris=[f"{base}/"],
                     backchannel_logout_uri=f"{base}/backchannel",
+                    acr_values=list(PORTAL_LEVELS),
                 )
                 client, secret = clients.register(session, runtime.hmac_keys, spec, actor="demo")
                 entry = known[base] = {"client_id": client.client_id, "secret": secret}
+            elif existing.acr_values != list(PORTAL_LEVELS):  # registered by an earlier version of the demo
+                existing.acr_values = list(PORTAL_LEVELS)
             out.append((base, entry["client_id"], entry["secret"]))
     path.write_text(json.dumps(known, indent=2))
     path.chmod(0o600)

@@ -25,6 +25,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from authsvc.tokens.assurance import HIGH, LEVELS
+
 LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 MAX_PENDING = 1000
 
@@ -96,18 +98,26 @@ def create_portal(config: PortalConfig) -> FastAPI:
     def home(request: Request) -> Response:
         who = state.signed_in.get(request.cookies.get(cookie_name, ""))
         if who is None:
-            return _page(config, '<p>Not signed in.</p><p><a id="sign-in" href="/login">Sign in</a></p>')
+            return _page(
+                config,
+                '<p>Not signed in.</p><p><a id="sign-in" href="/login">Sign in</a> · '
+                f'<a id="sign-in-high" href="/login?{urlencode({"acr": HIGH})}">Sign in for a sensitive '
+                "operation</a></p>",
+            )
         # amr and sid shown too: the demo (authsvc/demo_browser.py) reports them, and a shared sid is what SSO means.
         amr, sid = " ".join(who.get("amr", [])), who.get("sid", "")
         return _page(
             config,
             f'<p id="who">Signed in as <code id="sub">{html.escape(who["sub"])}</code> at <code id="acr">'
             f'{html.escape(who["acr"])}</code> with <code id="amr">{html.escape(amr)}</code>, session <code id="sid">'
-            f'{html.escape(sid)}</code></p><p><a id="sign-out" href="/logout">Sign out</a></p>',
+            f'{html.escape(sid)}</code></p><p><a id="step-up" href="/login?{urlencode({"acr": HIGH})}">Raise to the '
+            'highest level (step-up)</a> · <a id="sign-out" href="/logout">Sign out</a></p>',
         )
 
     @app.get("/login")
-    def login() -> Response:
+    def login(acr: str | None = None) -> Response:
+        # The level this page needs (a portal asks for more before a sensitive operation: step-up).
+        acr_values = {"acr_values": acr} if acr in LEVELS else {}
         cookie, verifier = secrets.token_urlsafe(24), secrets.token_urlsafe(48)
         challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
         flow = {"state": secrets.token_urlsafe(16), "nonce": secrets.token_urlsafe(16), "verifier": verifier}
@@ -125,6 +135,7 @@ def create_portal(config: PortalConfig) -> FastAPI:
                 "nonce": flow["nonce"],
                 "code_challenge": challenge,
                 "code_challenge_method": "S256",
+                **acr_values,
             }
         )
         response = RedirectResponse(f"{provider.meta['authorization_endpoint']}?{query}", 303)
