@@ -9,8 +9,10 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
+from card import ecard as ecard_client
 from card import helper as card_helper
 from card import kiosk as kiosk_client
 from card import reader as pcsc
@@ -99,7 +101,41 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "readers", help="list the PC/SC readers", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    _ecard_parser(sub)
     return parser
+
+
+def _ecard_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    ecard = sub.add_parser(
+        "ecard",
+        help="the electronic social security card (a stand-in for the phone app)",
+        description="Enrol a device key as an e-card, sign in by a login page's QR code, list and revoke e-cards. "
+        "The device key is KEY (PEM, 0600, created on first use); the enrolment state is KEY.state.json.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = ecard.add_subparsers(dest="ecard_command", required=True, metavar="ACTION")
+
+    def common(p: argparse.ArgumentParser, *, token: bool) -> None:
+        p.add_argument("--key", required=True, type=Path, metavar="KEY", help="the device key file")
+        if token:
+            p.add_argument("--issuer", metavar="URL", help="the service (default: the enrolled one)")
+            p.add_argument("--access-token", metavar="TOKEN", help="an access token with scope ecard")
+            p.add_argument("--client-id", metavar="ID", help="the app's client_id, to sign in for a token instead")
+            p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="sign-in wait (default 300)")
+
+    enrol = actions.add_parser("enrol", help="sign in at the highest level and enrol the device key")
+    common(enrol, token=True)
+    enrol.add_argument("--device-name", default="sscard reference client", help="shown in the list of e-cards")
+    login = actions.add_parser("login", help="sign in at a portal: scan the login page's QR code URL")
+    login.add_argument("qr_url", metavar="QR-URL")
+    common(login, token=False)
+    login.add_argument("--yes", action="store_true", help="approve without asking (automation)")
+    listing = actions.add_parser("list", help="your e-cards")
+    common(listing, token=True)
+    revoke = actions.add_parser("revoke", help="revoke one of your e-cards")
+    revoke.add_argument("ecard_id", metavar="ID")
+    common(revoke, token=True)
 
 
 def _fail(command: str, message: str, code: int) -> int:
@@ -204,6 +240,64 @@ def _readers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _show(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _ecard_token(args: argparse.Namespace, issuer: str, *, acr: str | None) -> str:
+    if args.access_token:
+        return str(args.access_token)
+    if not args.client_id:
+        raise ecard_client.EcardError("usage", "give --access-token, or --client-id to sign in", EXIT_USAGE)
+
+    def show(url: str) -> None:
+        _show(f"sscard ecard: open this address in a browser and sign in:\n{url}")
+
+    max_age = ecard_client.ENROL_MAX_AGE if acr is not None else None
+    return ecard_client.native_sign_in(
+        issuer, args.client_id, show_url=show, acr=acr, max_age=max_age, timeout=args.timeout
+    )
+
+
+def _confirm(args: argparse.Namespace, scanned: dict[str, object]) -> bool:
+    _show(
+        f"sscard ecard: sign in at 「{scanned.get('portal')}」 ({scanned.get('client_id')}), level {scanned.get('acr')}"
+    )
+    if args.yes:
+        return True
+    if not sys.stdin.isatty():
+        _show("sscard ecard: not approved (no terminal to ask; use --yes)")
+        return False
+    return input("approve? [y/N] ").strip().lower() in ("y", "yes")
+
+
+def _ecard(args: argparse.Namespace) -> int:
+    command = f"ecard {args.ecard_command}"
+    try:
+        if args.ecard_command == "login":
+            answer = ecard_client.sign_in(args.qr_url, args.key, confirm=lambda s: _confirm(args, s))
+            face = answer.get("face")
+            if isinstance(face, dict):
+                _show(f"sscard ecard: the portal also needs a face check; capture at:\n{face.get('capture_url')}")
+            print(json.dumps(answer, ensure_ascii=False))
+            return EXIT_OK
+        issuer = args.issuer or (ecard_client.load_state(args.key).issuer if args.ecard_command != "enrol" else None)
+        if not issuer or not issuer.startswith(("http://", "https://")):
+            return _fail(command, "--issuer must be the service's http(s) URL", EXIT_USAGE)
+        issuer = issuer.rstrip("/")
+        if args.ecard_command == "enrol":
+            token = _ecard_token(args, issuer, acr=ecard_client.HIGH)
+            result: object = ecard_client.enrol(issuer, args.key, token, device_name=args.device_name)
+        elif args.ecard_command == "list":
+            result = ecard_client.list_ecards(issuer, _ecard_token(args, issuer, acr=None))
+        else:
+            result = ecard_client.revoke(issuer, _ecard_token(args, issuer, acr=None), args.ecard_id)
+    except ecard_client.EcardError as exc:
+        return _fail(command, f"{exc.reason}: {exc.message}", exc.exit_code)
+    print(json.dumps(result, ensure_ascii=False))
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     try:
@@ -213,5 +307,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s"
     )
-    handlers = {"emulate": _emulate, "login": _login, "helper": _helper, "readers": _readers}
+    handlers = {"emulate": _emulate, "login": _login, "helper": _helper, "readers": _readers, "ecard": _ecard}
     return handlers[args.command](args)
