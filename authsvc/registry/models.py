@@ -35,6 +35,8 @@ class Cardholder(Base):
     birth_date: Mapped[date] = mapped_column(Date)
     region_code: Mapped[str] = mapped_column(String(6))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The reference photo's id in the liveness vendor's gallery (authsvc/liveness/); None: no face check possible.
+    photo_ref: Mapped[str | None] = mapped_column(String(64), default=None)
 
     cards: Mapped[list[Card]] = relationship(back_populates="holder")
 

@@ -41,6 +41,11 @@ class Kind(StrEnum):
     ALIPAY_PUBLIC_KEY = "alipay-public-key"
     SIGNING_KEY = "signing-key"  # our key for the bank gateway (bank, card account, withholding)
     BANK_PUBLIC_KEY = "bank-public-key"  # the bank gateway's verification keys
+    # The face-liveness vendor (authsvc/liveness/): not a payment channel, but its keys follow the same rules (our
+    # request key signs, the vendor's callback keys verify, two valid at once during its rotation), so they live here
+    # rather than in a second key store. Its purpose is `pay:liveness` only because that is the rows' prefix here.
+    LIVENESS_API_KEY = "liveness-api-key"  # our key for the vendor's API
+    LIVENESS_VENDOR_KEY = "liveness-vendor-key"  # the vendor's callback and response signing keys
 
 
 @dataclass(frozen=True)
@@ -78,8 +83,14 @@ SPECS: dict[Kind, KindSpec] = {
     Kind.BANK_PUBLIC_KEY: KindSpec(
         "bank", Role.VERIFY, "bkp", "ec", serial="the bank's key id (Bank-Key-Id)", serial_pattern=_BANK_KEY_ID
     ),
+    Kind.LIVENESS_API_KEY: KindSpec(
+        "liveness", Role.SIGN, "lva", "ec", serial="the key id the vendor knows our key by", serial_pattern=_BANK_KEY_ID
+    ),
+    Kind.LIVENESS_VENDOR_KEY: KindSpec(
+        "liveness", Role.VERIFY, "lvv", "ec", serial="the vendor key id (Liveness-Key-Id)", serial_pattern=_BANK_KEY_ID
+    ),
 }
-CHANNELS = ("wechatpay", "alipay", "bank")
+CHANNELS = ("wechatpay", "alipay", "bank", "liveness")
 
 
 def purpose(channel: str) -> str:

@@ -1,0 +1,123 @@
+"""The face as a login method, end to end over HTTP against the sandbox vendor, on both backends: a verdict in time
+completes the login at the wanted level; failures say why and may be tried again; a verdict that never comes times
+out cleanly; whoever cannot start a face check is told why."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from authsvc.database import unit_of_work
+from authsvc.liveness.photos import set_reference_photo
+from authsvc.tokens import assurance
+from tests.fixtures.service import LiveServer
+from tests.integration.liveness.support import OK, SSN, FaceHarness, harness, problem
+
+
+def test_a_live_matching_face_completes_the_login_at_high(faces: FaceHarness) -> None:
+    login = faces.login()
+    answer = faces.start(login)
+    assert answer.status_code == 200, answer.text
+    started = answer.json()
+    assert started["capture_url"].startswith(faces.sandbox.public_url + "/capture/")
+    assert started["qr_svg"].startswith("<svg") and 0 < started["expires_in"] <= 180
+    assert answer.headers["cache-control"] == "no-store"
+    waiting = faces.face_state(login)
+    assert waiting is not None and waiting["state"] == "waiting" and 0 < waiting["expires_in"] <= started["expires_in"]
+
+    session_id = started["capture_url"].rsplit("/", 1)[1]
+    [delivery] = faces.sandbox.capture(session_id, "right_person")
+    assert problem(delivery) == OK
+    assert faces.status(login)["status"] == "done"
+    assert faces.face_state(login) == {"state": "passed", "expires_in": 0}
+    auth = faces.finish(login)
+    assert auth is not None and auth.acr == assurance.HIGH
+    assert auth.subject == faces.subject and "face" in auth.amr and "mfa" in auth.amr
+    [row] = faces.rows(login)
+    assert (row.state, row.live, row.score, row.late) == ("passed", True, 96.5, False)
+    assert faces.verdict_events() == [("success", None)]
+
+
+def test_someone_else_and_a_photo_fail_and_the_citizen_may_try_again(faces: FaceHarness) -> None:
+    login = faces.login()
+    [delivery] = faces.capture(login, "someone_else")
+    assert problem(delivery) == OK  # the verdict is ours: the vendor stops retrying
+    status = faces.status(login)
+    assert status["status"] == "pending" and status["last_failure"] == {"reason": "face_failed", "why": "low_score"}
+    assert faces.face_state(login) == {"state": "failed", "expires_in": 0, "reason": "low_score"}
+
+    [delivery] = faces.capture(login, "photo_of_photo")
+    assert problem(delivery) == OK
+    assert faces.status(login)["last_failure"] == {"reason": "face_failed", "why": "not_live"}
+
+    [delivery] = faces.capture(login, "right_person")
+    assert problem(delivery) == OK and faces.status(login)["status"] == "done"
+    assert [r.state for r in faces.rows(login)] == ["failed", "failed", "passed"]
+    assert faces.verdict_events() == [("failure", "low_score"), ("failure", "not_live"), ("success", None)]
+
+
+def test_the_score_threshold_is_a_setting(live_server_factory: Callable[..., LiveServer]) -> None:
+    for faces in harness(live_server_factory, liveness_min_score=97.0):
+        login = faces.login()
+        [delivery] = faces.capture(login, "right_person")  # live, but 96.5 < 97
+        assert problem(delivery) == OK
+        assert faces.status(login)["last_failure"] == {"reason": "face_failed", "why": "low_score"}
+        assert faces.finish(login) is None
+
+
+def test_a_verdict_that_never_arrives_times_out_and_the_page_may_start_again(faces: FaceHarness) -> None:
+    login = faces.login()
+    assert faces.capture(login, "right_person", "never") == []
+    assert faces.face_state(login)["state"] == "waiting"  # type: ignore[index]
+    faces.move_clock(181)  # past SSCARD_LIVENESS_SESSION_TTL (180)
+    assert faces.face_state(login) == {"state": "timed_out", "expires_in": 0}
+    assert faces.status(login)["status"] == "pending"
+
+    faces.move_clock(0)
+    [delivery] = faces.capture(login, "right_person")
+    assert problem(delivery) == OK and faces.status(login)["status"] == "done"
+    assert [r.state for r in faces.rows(login)] == ["superseded", "passed"]
+
+
+def test_a_face_check_needs_a_person_identified_first(faces: FaceHarness) -> None:
+    login = faces.login(amr=[])
+    assert problem(faces.start(login)) == (409, "subject_unknown")
+    assert faces.rows(login) == []
+
+
+def test_without_a_reference_photo_no_face_check_starts(faces: FaceHarness) -> None:
+    with unit_of_work(faces.runtime.sessions) as db:
+        set_reference_photo(db, ssn=SSN, photo_ref=None)
+    login = faces.login()
+    assert problem(faces.start(login)) == (409, "no_reference_photo")
+    with unit_of_work(faces.runtime.sessions) as db:
+        set_reference_photo(db, ssn=SSN, photo_ref="gallery:not-enrolled")
+    assert problem(faces.start(login)) == (409, "face_refused")  # the vendor has no such photo
+    assert faces.rows(login) == []
+
+
+def test_only_the_browser_that_started_the_login_can_start_its_face_check(faces: FaceHarness) -> None:
+    login = faces.login()
+    login.browser.cookies.clear()
+    assert problem(faces.start(login)) == (404, "login_unknown")
+    login.browser.cookies.set("sscard_login", "guessed")
+    assert problem(faces.start(login)) == (404, "login_unknown")
+
+
+def test_a_vendor_that_does_not_answer_is_a_clear_503(faces: FaceHarness) -> None:
+    login = faces.login()
+    faces.sandbox.faults.http_status = 502
+    assert problem(faces.start(login)) == (503, "face_unavailable")
+    assert faces.rows(login) == []
+    faces.sandbox.faults.http_status = None
+    assert faces.start(login).status_code == 200
+
+
+def test_without_a_vendor_configured_no_face_check_is_offered(
+    live_server_factory: Callable[..., LiveServer],
+) -> None:
+    from authsvc.login import face
+
+    service = live_server_factory()
+    assert not face.available(service.runtime)
+    for faces in harness(live_server_factory):
+        assert face.available(faces.runtime)
