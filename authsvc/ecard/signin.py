@@ -33,7 +33,7 @@ from authsvc.ecard.models import Ecard
 from authsvc.ecard.service import EcardRefused
 from authsvc.kiosk.service import throttle_for
 from authsvc.kiosk.throttle import Throttle, Throttled
-from authsvc.login import methods, pending
+from authsvc.login import face, methods, pending
 from authsvc.registry.models import CardStatus
 from authsvc.runtime import Runtime
 from authsvc.tokens import assurance
@@ -176,14 +176,16 @@ def approve(runtime: Runtime, db: Session, login_id: str, ecard_id: str, signatu
         return {"status": "done", "acr": progress.auth.acr, "amr": progress.auth.amr}
     answer: dict[str, Any] = {"status": "partial", "missing": methods.offered(runtime, progress.missing)}
     if assurance.METHOD_FACE in answer["missing"]:
-        # The level demands a live face as well: the app does the capture with the vendor (it is the device in
-        # the citizen's hand); the verdict completes the login through the vendor's callback.
-        from authsvc.login import face
-
-        started = face.start(runtime, db, login)
-        answer["face"] = {"capture_url": _field(started, "capture_url"), "expires_in": _field(started, "expires_in")}
+        answer["face"] = _start_face(runtime, db, login)
     return answer
 
 
-def _field(started: Any, name: str) -> Any:
-    return started[name] if isinstance(started, dict) else getattr(started, name)
+def _start_face(runtime: Runtime, db: Session, login: pending.PendingLogin) -> dict[str, Any]:
+    """The level demands a live face as well: the app does the capture with the vendor (it is the device in the
+    citizen's hand); the vendor's verdict completes the login through its callback. The e-card step stands even
+    when the face check cannot start now: the page offers it again."""
+    try:
+        started = face.start(runtime, db, login)
+    except face.FaceRefused as exc:
+        return {"error": exc.reason, "detail": exc.detail}
+    return {"capture_url": started.capture_url, "expires_in": started.expires_in}
