@@ -4,6 +4,7 @@ sign-in (`/v1/ecard/sign-ins`, proven by the device key's signature), and the br
 
 from __future__ import annotations
 
+import io
 from typing import Annotated, Any
 
 import segno
@@ -126,8 +127,16 @@ def login_qr(login_id: str, request: Request, runtime: RuntimeDep) -> JSONRespon
     if login is None or not pending.bound_to(login, cookie):
         raise Problem(404, "login_unknown", "no such login is pending in this browser (expired or finished)")
     code = signin.qr(runtime, login)
-    svg = segno.make(code.url, error="m").svg_inline(scale=4, light="#fff")
-    return JSONResponse({"url": code.url, "qr_svg": svg, "expires_in": code.expires_in}, headers=NO_STORE)
+    return JSONResponse({"url": code.url, "qr_svg": _svg(code.url), "expires_in": code.expires_in}, headers=NO_STORE)
+
+
+def _svg(url: str) -> str:
+    """The QR code as SVG markup for the page to insert. With the SVG namespace declared (segno's svg_inline leaves
+    it out): the page parses it as image/svg+xml, and an element without it is not drawn. On a white ground with its
+    quiet zone, so that a camera reads it on any page background."""
+    out = io.BytesIO()
+    segno.make(url, error="m").save(out, kind="svg", xmldecl=False, nl=False, scale=4, light="#fff")
+    return out.getvalue().decode()
 
 
 @router.post("/v1/ecard/sign-ins/scan")
