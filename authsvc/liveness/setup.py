@@ -54,6 +54,7 @@ class Liveness:
         self._http: httpx.Client | None = None
         self._built: tuple[ChannelMaterial, GenericVendor] | None = None
         self._guard = threading.Lock()
+        self._said: str | None = None
 
     @property
     def name(self) -> str:
@@ -115,8 +116,12 @@ class Liveness:
         try:
             self.vendor()
         except VendorUnavailable as exc:
-            log.error("the face check is not available: %s", exc)
+            # Asked on every status poll: said once per reason, not once per poll.
+            if str(exc) != self._said:
+                self._said = str(exc)
+                log.error("the face check is not available: %s", exc)
             return False
+        self._said = None
         return True
 
     def close(self) -> None:
