@@ -151,3 +151,16 @@ def test_the_public_client_cannot_use_a_port_on_another_path_or_host(
         # Without a secret, only the public client may name itself at the token endpoint.
         refused = browser.post("/token", data={"grant_type": "authorization_code", "code": "x", "client_id": "nobody"})
         assert refused.status_code == 401 and refused.json()["error"] == "invalid_client"
+
+
+def test_the_operator_registers_the_app_as_a_public_client(
+    cli_env: Runtime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = ["client", "add", "--name", "电子社保卡", "--auth-method", "none", "--scope", "openid ecard"]
+    levels = ["--acr", assurance.HIGH, "--acr", assurance.LOW]
+    assert authsvc_main([*common, "--redirect-uri", "http://127.0.0.1/callback", *levels]) == 0
+    registration = json.loads(capsys.readouterr().out)
+    assert registration["token_endpoint_auth_method"] == "none" and "client_secret" not in registration
+    assert registration["redirect_uris"] == ["http://127.0.0.1/callback"]
+    assert authsvc_main([*common, "--redirect-uri", "http://127.0.0.1:8080/callback", *levels]) == 1
+    assert "RFC 8252" in capsys.readouterr().err
