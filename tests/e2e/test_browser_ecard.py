@@ -1,7 +1,12 @@
-"""The e-card in a real browser: headless Debian Chromium opens a portal, the login page shows the QR code, the test
-reads it from the screen as a phone's camera would (zxing-cpp on a screenshot), and the reference e-card client
-(`sscard ecard login ... --yes`, a subprocess) approves; the page continues to the portal by itself, and the portal's
-ID token says level low with amr ["hwk"]."""
+"""The e-card in a real browser (headless Debian Chromium):
+
+- sign-in: a portal sends the browser to the login page, which shows the QR code; the test reads it from the screen
+  as a phone's camera would (zxing-cpp on a screenshot), and the reference e-card client (`sscard ecard login ...
+  --yes`, a subprocess) approves; the page continues to the portal by itself, and the portal's ID token says level
+  low with amr ["hwk"].
+- enrolment: `sscard ecard enrol --client-id ...` prints the authorization URL (RFC 8252 native app, loopback
+  redirect); the browser signs in there with the card and PIN (pcscd + vpcd + `sscard helper`) and a live face (the
+  liveness sandbox), lands on the client's loopback listener, and the client enrols its device key."""
 
 from __future__ import annotations
 
@@ -21,8 +26,9 @@ from authsvc.demo_portal import PortalConfig, create_portal, serve_in_thread
 from authsvc.tokens import assurance
 from tests.e2e import qr
 from tests.fixtures.oidc import register_client
-from tests.fixtures.service import LiveServer, free_port
+from tests.fixtures.service import PIN, LiveServer, free_port, issue
 from tests.integration.ecard.support import app_client, citizen, token
+from tests.integration.liveness.support import harness
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 30_000  # ms: the page polls its status every second
@@ -114,6 +120,67 @@ def test_a_citizen_signs_in_by_scanning_the_login_pages_qr_code(
             assert page.locator("#amr").inner_text().split() == ["hwk"]
         finally:
             browser.close()
+
+
+@pytest.mark.pcsc
+def test_enrolment_after_card_pin_and_face_in_the_browser(
+    live_server_factory: Callable[..., LiveServer],
+    pcscd: str,
+    emulator,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    reason = demo_browser.unavailable()
+    if reason is not None:
+        pytest.fail(reason)
+    from playwright.sync_api import expect, sync_playwright
+
+    helper_port = free_port()
+    for faces in harness(live_server_factory, helper_url=f"http://127.0.0.1:{helper_port}"):
+        rt, url = faces.runtime, faces.service.url
+        card = issue(rt, tmp_path, generation=3)  # the holder whose reference photo the sandbox knows
+        app = app_client(rt)
+        key = tmp_path / "phone" / "device.pem"
+        command = ["ecard", "enrol", "--issuer", url, "--key", str(key), "--client-id", app.client_id]
+        enrolling = subprocess.Popen(
+            [sys.executable, "-m", "card", *command, "--timeout", "90", "--device-name", "张伟的手机"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        try:
+            assert enrolling.stderr is not None
+            printed = [enrolling.stderr.readline() for _ in range(2)]
+            authorization_url = printed[1].strip()
+            assert authorization_url.startswith(f"{url}/authorize?"), printed
+            with (
+                demo_browser.card_helper(url, port=helper_port, reader=pcscd, pin=PIN),
+                emulator(card.path),
+                sync_playwright() as pw,
+            ):
+                browser = pw.chromium.launch(executable_path=demo_browser.CHROMIUM, args=demo_browser.CHROMIUM_ARGS)
+                try:
+                    page = browser.new_context(locale="en-US").new_page()
+                    page.goto(authorization_url)
+                    page.wait_for_url(f"{url}/login/*")
+                    page.click("#card-button")
+                    expect(page.locator("#method-face")).to_be_visible(timeout=TIMEOUT)  # card + PIN done
+                    page.click("#face-button")
+                    link = page.locator("#face-link")
+                    expect(link).to_be_visible(timeout=TIMEOUT)
+                    capture_url = link.get_attribute("href") or ""
+                    faces.sandbox.capture(capture_url.rsplit("/", 1)[1], "right_person")  # the phone's camera
+                    page.wait_for_url("http://127.0.0.1:*/callback?*", timeout=TIMEOUT)  # the app's listener
+                finally:
+                    browser.close()
+            out, err = enrolling.communicate(timeout=60)
+        finally:
+            if enrolling.poll() is None:
+                enrolling.kill()
+                enrolling.wait()
+        assert enrolling.returncode == 0, err
+        enrolled = json.loads(out)
+        assert enrolled["status"] == "active" and enrolled["device_name"] == "张伟的手机"
 
 
 def test_a_qr_code_copied_to_a_phishing_page_is_refused_by_the_app(service: LiveServer, phone: Path) -> None:
