@@ -72,8 +72,16 @@ def qr(runtime: Runtime, login: pending.PendingLogin) -> QrCode:
 def scan(runtime: Runtime, login_id: str, qr_token: str) -> dict[str, Any]:
     """Spend the QR token; the challenge and what the app shows before the citizen approves."""
     login = pending.get(runtime.store, login_id)
-    shown = runtime.store.take(f"ecard:qr:{login_id}") if login is not None else None
-    if login is None or shown is None or not hmac.compare_digest(shown, _digest(qr_token)):
+    key = f"ecard:qr:{login_id}"
+    shown = runtime.store.get(key) if login is not None else None
+    # A wrong token leaves the page's code alone (whoever guesses at a login id cannot void it); the right one is
+    # then taken, so of two scans of the same code only one goes on.
+    if (
+        login is None
+        or shown is None
+        or not hmac.compare_digest(shown, _digest(qr_token))
+        or not runtime.store.take(key)
+    ):
         raise EcardRefused(404, "qr_invalid", "this QR code has expired or was used: scan the one on the page now")
     challenge = secrets.token_bytes(CHALLENGE_BYTES)
     ttl = runtime.settings.challenge_ttl

@@ -3,6 +3,7 @@ throttling, factors adding up with the card; on both backends."""
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import httpx
 import jwt
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from authsvc.audit.models import AuditEvent
@@ -130,6 +133,14 @@ def test_a_qr_token_is_single_use_and_a_new_one_voids_the_old(
     assert app.post("/v1/ecard/sign-ins/scan", json={"login_id": login_id, "qr_token": token_}).status_code == 200
     refused(app.post("/v1/ecard/sign-ins/scan", json={"login_id": login_id, "qr_token": token_}), 404, "qr_invalid")
     refused(app.post("/v1/ecard/sign-ins/scan", json={"login_id": login_id, "qr_token": "x"}), 400, "invalid_request")
+    # A wrong guess does not void the code the page shows.
+    shown_url = client.get(f"/login/{login_id}/ecard").json()["url"]
+    _, current = qr(client, login_id)
+    refused(app.post("/v1/ecard/sign-ins/scan", json={"login_id": login_id, "qr_token": "G" * 32}), 404, "qr_invalid")
+    assert app.post("/v1/ecard/sign-ins/scan", json={"login_id": login_id, "qr_token": current}).status_code == 200
+    # Opened by a phone without the app, the code's URL says what to do, and does nothing.
+    landing = app.get(shown_url.removeprefix("http://testserver"))
+    assert landing.status_code == 200 and "social security card app" in landing.text
 
 
 def test_a_signature_for_another_login_portal_or_origin_is_refused(
@@ -287,3 +298,32 @@ def test_concurrent_approvals_complete_once(live_server_factory, tmp_path: Path)
             t.join()
         assert sorted(results) == [200, 409, 409, 409]
         assert browser.get(f"/login/{login_id}/status").json() == {"status": "done"}
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    path=st.sampled_from(["scan", "approve"]),
+    body=st.one_of(
+        st.binary(max_size=60),
+        _json.map(lambda v: json.dumps(v).encode()),
+        st.fixed_dictionaries({"login_id": _json, "qr_token": _json, "ecard_id": _json, "signature": _json}).map(
+            lambda v: json.dumps(v).encode()
+        ),
+    ),
+)
+def test_malformed_sign_in_bodies_are_4xx(
+    client: TestClient, app: TestClient, portal: RegisteredClient, phone: Device, path: str, body: bytes
+) -> None:
+    login_id = start_login(client, portal, acr_values=assurance.LOW)
+    target = "/v1/ecard/sign-ins/scan" if path == "scan" else f"/v1/ecard/sign-ins/{login_id}"
+    answer = app.post(target, content=body, headers={"content-type": "application/json"})
+    assert 400 <= answer.status_code < 500, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert client.get(f"/login/{login_id}/status").json()["status"] == "pending"
