@@ -8,7 +8,8 @@ the login with `face` or tells the page why it failed. `state` is what the page 
 never comes times out after SSCARD_LIVENESS_SESSION_TTL and the page may start again.
 
 One face check per login at a time, in the shared store (written and read on its own, like pending.py's keys):
-  pending:face:<login id>   {"biz_ref", "expires_at", "state": waiting | passed | failed, "reason"?}
+  pending:face:<login id>          {"biz_ref", "expires_at", "state": waiting | passed | failed, "reason"?}
+  pending:face-starts:<login id>   how many were started (each costs a vendor session): at most MAX_STARTS
 A new start supersedes the one before (its session row too, so its verdict completes nothing).
 """
 
@@ -36,6 +37,8 @@ from authsvc.runtime import Runtime
 from authsvc.tokens import assurance
 
 METHOD = assurance.METHOD_FACE
+# Each start opens a session at the vendor (which bills it): a login may start a few, not a flood.
+MAX_STARTS = 5
 EVENT_STARTED = "face_check_started"
 log = logging.getLogger("sscard.liveness")
 
@@ -83,6 +86,8 @@ def start(runtime: Runtime, db: Session, login: pending.PendingLogin) -> FaceSta
     expires_in = min(settings.liveness_session_ttl, login.seconds_left(now))
     if expires_in < 1:
         raise FaceRefused(404, "login_unknown", "this sign-in has expired")
+    if runtime.store.count(f"pending:face-starts:{login.login_id}", max(1, login.seconds_left())) > MAX_STARTS:
+        raise FaceRefused(429, "too_many_attempts", f"at most {MAX_STARTS} face checks per sign-in; start again")
     biz_ref = secrets.token_urlsafe(24)
     request = SessionRequest(biz_ref, photo_ref, callback_url(settings), expires_in)
     try:

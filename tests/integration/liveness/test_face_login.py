@@ -121,3 +121,14 @@ def test_without_a_vendor_configured_no_face_check_is_offered(
     assert not face.available(service.runtime)
     for faces in harness(live_server_factory):
         assert face.available(faces.runtime)
+
+
+def test_a_login_may_start_only_a_few_face_checks(faces: FaceHarness) -> None:
+    from authsvc.login.face import MAX_STARTS
+
+    login = faces.login()
+    for _ in range(MAX_STARTS):
+        assert faces.start(login).status_code == 200
+    assert problem(faces.start(login)) == (429, "too_many_attempts")
+    assert len(faces.rows(login)) == MAX_STARTS  # the vendor was not asked again
+    assert [r.state for r in faces.rows(login)].count("open") == 1
