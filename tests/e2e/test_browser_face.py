@@ -2,8 +2,9 @@
 then the portal asks for the highest level; the login page offers only the missing check, the face; the test opens
 the page's capture link as the citizen's phone would, presses "Look into the camera" at the sandbox vendor, the
 vendor's signed verdict arrives at the service, and the login page continues to the portal by itself: the ID token
-says `acr=urn:sscard:acr:high` with `face` in `amr`. Then the unhappy paths a citizen meets: a verdict that never
-arrives (the page says it timed out and a new attempt works) and a forged one (refused; the login stays pending).
+says `acr=urn:sscard:acr:high` with `face` in `amr`. Then the vendor's faults as the citizen meets them: a verdict
+that never arrives (the page says it timed out and a new attempt works), one that arrives after that (acknowledged,
+completes nothing), a forged one (refused; the login stays pending), duplicated and replayed ones (once).
 
 The card's answer is posted as `sscard helper` posts it (tests/integration/sso.py), with the software card: the
 helper itself through PC/SC is tests/e2e/test_browser_sso.py's subject."""
@@ -196,3 +197,39 @@ def test_a_forged_verdict_is_refused_and_the_login_is_not_completed(
     assert _pending(faces, login_id)["status"] == "pending"
     expect(page.locator("#status")).to_contain_text("Waiting for the face check", timeout=TIMEOUT)
     assert "/login/" in page.url and faces.verdict_events() == []
+
+
+def test_a_late_verdict_after_the_page_timed_out_does_not_complete_the_login(
+    faces: FaceHarness, portal: Portal, page: Page, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    card = issue(faces.runtime, tmp_path, generation=3)
+    _sign_in_with_the_card(faces, portal, page, card.path)
+    login_id = _step_up(faces, portal, page)
+    faces.sandbox.faults.callback = "late"
+    _capture(page)
+    faces.move_clock(faces.runtime.settings.liveness_session_ttl + 1)
+    expect(page.locator("#status")).to_contain_text("did not arrive in time", timeout=TIMEOUT)
+    [late] = faces.sandbox.release()
+    assert late.status == 200  # acknowledged, so the vendor stops retrying ...
+    assert _pending(faces, login_id)["status"] == "pending"  # ... and it completed nothing
+    assert faces.verdict_events() == [("failure", "verdict_late")]
+    assert "/login/" in page.url
+
+
+@pytest.mark.parametrize(("fault", "answers"), [("duplicate", [200, 200]), ("replay", [200, 409])])
+def test_duplicated_and_replayed_verdicts_complete_the_login_once(
+    faces: FaceHarness, portal: Portal, page: Page, tmp_path: Path, fault: str, answers: list[int]
+) -> None:
+    from playwright.sync_api import expect
+
+    card = issue(faces.runtime, tmp_path, generation=3)
+    _sign_in_with_the_card(faces, portal, page, card.path)
+    _step_up(faces, portal, page)
+    faces.sandbox.faults.callback = fault
+    _capture(page)
+    page.wait_for_url(f"{portal.base}/", timeout=TIMEOUT)
+    expect(page.locator("#acr")).to_have_text(assurance.HIGH)
+    assert [d.status for d in faces.sandbox.sent] == answers
+    assert faces.verdict_events() == [("success", None)]
