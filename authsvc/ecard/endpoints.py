@@ -121,12 +121,15 @@ def qr_landing() -> PlainTextResponse:
 
 
 @router.get("/login/{login_id}/ecard")
-def login_qr(login_id: str, request: Request, runtime: RuntimeDep) -> JSONResponse:
+def login_qr(login_id: str, request: Request, runtime: RuntimeDep) -> Response:
     login = pending.get(runtime.store, login_id)
     cookie = request.cookies.get(pending.browser_cookie(runtime.settings.issuer.startswith("https://")))
     if login is None or not pending.bound_to(login, cookie):
         raise Problem(404, "login_unknown", "no such login is pending in this browser (expired or finished)")
-    code = signin.qr(runtime, login)
+    try:
+        code = signin.qr(runtime, login)
+    except EcardRefused as exc:
+        return _refused(exc)
     return JSONResponse({"url": code.url, "qr_svg": _svg(code.url), "expires_in": code.expires_in}, headers=NO_STORE)
 
 

@@ -62,7 +62,11 @@ class QrCode:
 
 
 def qr(runtime: Runtime, login: pending.PendingLogin) -> QrCode:
-    """A fresh QR URL for the bound browser; it voids the one shown before."""
+    """A fresh QR URL for the bound browser; it voids the one shown before. Only while the e-card is among the
+    methods this login still needs (the page shows the code then): at a level an e-card adds nothing to, none."""
+    proven = pending.proven(runtime.store, login)
+    if METHOD not in methods.offered(runtime, assurance.missing(proven, login.request.acr)):
+        raise EcardRefused(409, "method_not_offered", "this sign-in does not need the e-card (any more)")
     token = secrets.token_urlsafe(24)
     ttl = max(1, min(runtime.settings.ecard_qr_ttl, login.seconds_left()))
     runtime.store.put(f"ecard:qr:{login.login_id}", _digest(token), ttl)

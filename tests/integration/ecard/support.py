@@ -12,8 +12,8 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
 
-from authsvc.clients.models import AuthMethod
 from authsvc.database import unit_of_work
+from authsvc.ecard import app_client as app_registration
 from authsvc.oauth import grants
 from authsvc.registry import repository as registry
 from authsvc.runtime import Runtime
@@ -26,20 +26,15 @@ from tests.integration.sso import authorize, login_id_of, request_for
 ISSUER = "http://testserver"
 ORIGIN = "http://testserver"
 HIGH_AMR = ["sc", "hwk", "pin", "face", "mfa"]
-APP_REDIRECT = "http://127.0.0.1/callback"
+APP_REDIRECT = app_registration.REDIRECT_URI
 Client = TestClient | httpx.Client  # the in-process app, or a live server's
 
 
 def app_client(runtime: Runtime) -> RegisteredClient:
     """The e-card app: an RFC 8252 public native client with a loopback redirect (any port)."""
-    return register_client(
-        runtime,
-        name="电子社保卡 E-card app",
-        auth_method=AuthMethod.NONE,
-        redirect_uris=[APP_REDIRECT],
-        scopes=["openid", "ecard"],
-        acr_values=[assurance.HIGH, assurance.SUBSTANTIAL, assurance.LOW],
-    )
+    from dataclasses import asdict
+
+    return register_client(runtime, **asdict(app_registration.spec()))
 
 
 @dataclass

@@ -122,6 +122,16 @@ def test_only_the_browser_that_started_the_login_gets_a_qr_code(
     refused(client.get("/login/no-such-login-00000000/ecard"), 404, "login_unknown")
 
 
+def test_no_qr_code_where_the_ecard_adds_nothing(
+    client: TestClient, app: TestClient, portal: RegisteredClient, phone: Device
+) -> None:
+    high = start_login(client, portal, acr_values=assurance.HIGH)  # card + PIN + face: an e-card is none of them
+    refused(client.get(f"/login/{high}/ecard"), 409, "method_not_offered")
+    substantial = start_login(client, portal, acr_values=assurance.SUBSTANTIAL)
+    assert sign_in(app, client, phone, substantial).json()["status"] == "partial"
+    refused(client.get(f"/login/{substantial}/ecard"), 409, "method_not_offered")  # proven already
+
+
 def test_a_qr_token_is_single_use_and_a_new_one_voids_the_old(
     client: TestClient, app: TestClient, portal: RegisteredClient, phone: Device
 ) -> None:
@@ -251,13 +261,19 @@ def test_ecard_and_card_add_up_to_substantial(
 def test_another_persons_ecard_or_card_cannot_add_to_a_login(
     client: TestClient, app: TestClient, runtime: Runtime, portal: RegisteredClient, tmp_path: Path, phone: Device
 ) -> None:
+    from authsvc.login import pending
+
     li = citizen(runtime, tmp_path, generation=2)
-    lis_phone = enrol(client, token(runtime, app_client(runtime), li.subject))
+    # Zhang's e-card first: Li's card cannot add to it.
     login_id = start_login(client, portal, acr_values=assurance.SUBSTANTIAL)
-    assert sign_in(app, client, phone, login_id).json()["status"] == "partial"  # Zhang's e-card
-    refused(sign_in(app, client, lis_phone, login_id), 422, "subject_mismatch")
+    assert sign_in(app, client, phone, login_id).json()["status"] == "partial"
     answer = sign_with_card(TestClient(client.app), login_id, li.card.path)
     assert answer.status_code == 422 and answer.json()["reason"] == "subject_mismatch"
+    # Zhang's phone scanned, then Li's card (say, without its PIN) identified Li first: the approval cannot add.
+    login_id = start_login(client, portal, acr_values=assurance.SUBSTANTIAL)
+    scanned = scan(app, client, login_id)
+    pending.complete(runtime.store, login_id, subject=li.subject, amr=["sc"], method="card")
+    refused(approve(app, phone, login_id, signature(phone, login_id, scanned)), 422, "subject_mismatch")
     assert client.get(f"/login/{login_id}/status").json()["status"] == "pending"
 
 
