@@ -16,6 +16,9 @@ from authsvc.database import Base, UTCDateTime, utcnow
 class AuthMethod(StrEnum):
     PRIVATE_KEY_JWT = "private_key_jwt"  # RFC 7523: the client signs an assertion with its own key
     CLIENT_SECRET_BASIC = "client_secret_basic"  # noqa: S105 - RFC 6749 §2.3.1 method name
+    # A public native app (RFC 8252 §8.4: an app on citizens' phones cannot keep a secret); PKCE binds its codes.
+    # Code flow only, loopback or https redirects; never introspection, PAR or FAPI (clients/service.validate).
+    NONE = "none"
 
 
 class SubjectType(StrEnum):

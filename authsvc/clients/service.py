@@ -23,6 +23,9 @@ from keys.hmac_keys import CLIENT_SECRET, HmacKeys
 MIN_RSA_BITS = 2048  # FAPI 2.0 §5.4.1 (DPoP proofs are held to the same)
 PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})  # RFC 7518 §6; "k" a symmetric key
 _LOOPBACK = {"127.0.0.1", "localhost", "[::1]", "::1"}
+# RFC 8252 §7.3 / §8.3: a native app's loopback redirect names an IP literal (not "localhost") and no port; the
+# app listens on whatever port it gets, and the request's URI may carry any port.
+_LOOPBACK_IP = {"127.0.0.1", "::1"}
 
 
 class ClientError(Exception):
@@ -140,6 +143,8 @@ def validate(spec: ClientSpec) -> ClientSpec:
         raise ClientError("keys are only registered for private_key_jwt")
     if spec.fapi and spec.auth_method != AuthMethod.PRIVATE_KEY_JWT:
         raise ClientError("a FAPI 2.0 client authenticates with private_key_jwt")
+    if spec.auth_method == AuthMethod.NONE:
+        _check_native(grants, redirect_uris, spec)
     if spec.subject_type not in set(SubjectType):
         raise ClientError("subject type must be public or pairwise")
     sector = spec.sector_identifier
@@ -168,6 +173,39 @@ def validate(spec: ClientSpec) -> ClientSpec:
         backchannel_logout_uri=spec.backchannel_logout_uri,
         may_introspect=spec.may_introspect,
     )
+
+
+def _check_native(grants: list[str], redirect_uris: list[str], spec: ClientSpec) -> None:
+    """A public client (RFC 8252 native app) gets only what PKCE alone can protect."""
+    if not set(grants) <= {GrantType.AUTHORIZATION_CODE, GrantType.REFRESH_TOKEN}:
+        raise ClientError("a public client (auth method none) uses the authorization code grant only")
+    if spec.may_introspect:
+        raise ClientError("a public client cannot call introspection")
+    for uri in redirect_uris:
+        parts = urlsplit(uri)
+        if parts.scheme == "http" and (parts.hostname not in _LOOPBACK_IP or parts.port is not None):
+            raise ClientError(
+                f"redirect URI {uri!r}: a native app's loopback redirect is http://127.0.0.1/PATH or "
+                "http://[::1]/PATH, without a port (RFC 8252 §7.3)"
+            )
+
+
+def redirect_uri_registered(client: OAuthClient, uri: str) -> bool:
+    """Whether `uri` is one of the client's redirect URIs: character for character, except that a public native
+    client's loopback URI matches with any port (RFC 8252 §7.3: the app listens on an ephemeral port)."""
+    if uri in client.redirect_uris:
+        return True
+    if client.auth_method != AuthMethod.NONE:
+        return False
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError:
+        return False
+    if parts.scheme != "http" or parts.hostname not in _LOOPBACK_IP or port is None or parts.username is not None:
+        return False
+    host = "[::1]" if parts.hostname == "::1" else parts.hostname
+    return parts._replace(netloc=host).geturl() in client.redirect_uris
 
 
 def new_secret() -> str:

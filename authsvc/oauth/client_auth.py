@@ -256,9 +256,16 @@ def ready(runtime: Runtime, *, authorization: str | None, form: dict[str, str], 
 
 
 def authenticate(
-    runtime: Runtime, *, authorization: str | None, form: dict[str, str], endpoint: str, now: float | None = None
+    runtime: Runtime,
+    *,
+    authorization: str | None,
+    form: dict[str, str],
+    endpoint: str,
+    now: float | None = None,
+    public: bool = False,
 ) -> OAuthClient:
-    """The authenticated, active client; raises OAuthError (invalid_client: 401). `endpoint` is the URL called."""
+    """The authenticated, active client; raises OAuthError (invalid_client: 401). `endpoint` is the URL called.
+    `public`: a public client (auth method none) may identify itself by `client_id` alone (the token endpoint)."""
     by_header = authorization is not None
     by_assertion = "client_assertion" in form or "client_assertion_type" in form
     if "client_secret" in form:
@@ -270,7 +277,9 @@ def authenticate(
     elif by_assertion:
         client = _assertion(runtime, form, endpoint, time.time() if now is None else now)
     else:
-        raise invalid_client("client authentication is required", by_header=True)
+        client = _public(runtime, form) if public else None
+        if client is None:
+            raise invalid_client("client authentication is required", by_header=True)
     if not client.active:
         raise invalid_client("the client is disabled", by_header=by_header)
     return client
@@ -301,6 +310,13 @@ def _basic(runtime: Runtime, authorization: str, form: dict[str, str]) -> OAuthC
     ):
         raise invalid_client(_FAILED, by_header=True)
     return client
+
+
+def _public(runtime: Runtime, form: dict[str, str]) -> OAuthClient | None:
+    """RFC 6749 §3.2.1: a public client names itself with client_id; only a client registered as public may."""
+    client_id = form.get("client_id")
+    client = clients(runtime).get(client_id) if isinstance(client_id, str) else None
+    return client if client is not None and client.auth_method == AuthMethod.NONE else None
 
 
 def _client_keys(runtime: Runtime, client: OAuthClient, *, refresh: bool) -> ParsedKeys:

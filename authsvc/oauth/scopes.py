@@ -16,6 +16,9 @@ PAYMENTS = "payments"
 # Refunds (payments/refunds/): request, approve and reject. Operator consoles only, and only for people signed in
 # there: a client-credentials token is refused even with the scope (a refund names the person who asked).
 PAYMENTS_REFUND = "payments:refund"
+# The electronic social security card (authsvc/ecard/): enrol a device key (after a login at the highest level),
+# list and revoke one's own e-cards. The e-card app's client only.
+ECARD = "ecard"
 
 SCOPES: dict[str, str] = {
     OPENID: "OpenID Connect sign-in: the subject identifier",
@@ -24,6 +27,7 @@ SCOPES: dict[str, str] = {
     ADMIN: "administration API",
     PAYMENTS: "pay social insurance contributions and see the orders you created",
     PAYMENTS_REFUND: "request, approve and reject refunds of contribution payments (operators)",
+    ECARD: "enrol, list and revoke your electronic social security cards",
 }
 
 

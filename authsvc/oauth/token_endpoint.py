@@ -69,7 +69,7 @@ def handle(
         proof = verifier.verify(dpop, method="POST", url=url)
     except dpop_proofs.DPoPError as exc:
         raise dpop_error(exc, verifier) from None
-    client = client_auth.authenticate(runtime, authorization=authorization, form=form, endpoint=url)
+    client = client_auth.authenticate(runtime, authorization=authorization, form=form, endpoint=url, public=True)
     if grant_type not in client.grant_types:
         raise OAuthError("unauthorized_client", f"the client is not registered for the {grant_type} grant")
     if client.require_dpop and proof is None:

@@ -232,7 +232,7 @@ def authorize(request: Request, runtime: RuntimeDep, db: DbSession) -> Response:
     redirect_uri = params.get("redirect_uri")
     if not redirect_uri or ("redirect_uri" in repeated and not request_uri):
         return error_page(s, locale, "invalid_request", "redirect_uri is missing or repeated")
-    if redirect_uri not in client.redirect_uris:
+    if not clients.redirect_uri_registered(client, redirect_uri):
         return error_page(s, locale, "invalid_request", "redirect_uri is not registered for this client")
     state = params.get("state") or None
     if state is not None and (len(state) > _LIMITS["state"] or not state.isprintable()):

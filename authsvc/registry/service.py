@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from authsvc.audit import service as audit
 from authsvc.database import lock, utcnow
+from authsvc.ecard import service as ecards
 from authsvc.registry import repository
 from authsvc.registry import ssn as ssn_rules
 from authsvc.registry.masking import mask_card_number, mask_ssn
@@ -267,6 +268,8 @@ def set_card_status(session: Session, card_number: str, status: str) -> Card:
         subject=card.holder.subject,
         detail={"from": previous, "to": new.value},
     )
+    # A card reported lost or cancelled takes the e-cards enrolled with it along, in this same transaction.
+    ecards.revoke_for_card(session, card)
     return card
 
 
