@@ -165,9 +165,9 @@ def approve(runtime: Runtime, db: Session, login_id: str, ecard_id: str, signatu
         raise EcardRefused(404, "login_unknown", "no such login is pending (expired or finished)")
     row = repository.by_public_id(db, ecard_id)
     try:
-        if row is not None:
-            throttle.check_card(_throttle_key(row))
         challenge = pending.take_challenge(store, login_id, METHOD)
+        if row is not None:  # a throttled e-card is refused before any cryptography
+            throttle.check_card(_throttle_key(row))
         row = _check(runtime, login, row, challenge, signature, throttle)
         try:
             progress = pending.complete(store, login_id, subject=row.holder.subject, amr=[assurance.HWK], method=METHOD)
