@@ -52,7 +52,7 @@ def grey_pixels(png: bytes) -> tuple[int, int, bytes]:
                 line[i] = (line[i] + (left + up) // 2) & 0xFF
             elif kind == 4:
                 line[i] = (line[i] + _paeth(left, up, corner)) & 0xFF
-        grey += line[::channels] if channels != 2 else line[::2]
+        grey += line[::channels]  # the first sample: grey, or red (the code is black on white)
         previous = line
     return width, height, bytes(grey)
 
