@@ -33,15 +33,20 @@ def for_login(db: Session, login_id: str) -> list[LivenessSession]:
     return list(db.scalars(query))
 
 
-def supersede_open(db: Session, login_id: str) -> int:
-    """A new face check for this login: the open ones before it can no longer complete it."""
-    result = db.execute(
-        update(LivenessSession)
-        .where(LivenessSession.login_id == login_id, LivenessSession.state == SessionState.OPEN)
-        .values(state=SessionState.SUPERSEDED)
-        .execution_options(synchronize_session=False)
-    )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+def supersede_open(db: Session, login_id: str, now: datetime) -> None:
+    """A new face check for this login: the open ones before it can no longer complete it. Those already past their
+    time are recorded as expired (their verdict never came), the others as superseded."""
+    for overdue, state in ((True, SessionState.EXPIRED), (False, SessionState.SUPERSEDED)):
+        db.execute(
+            update(LivenessSession)
+            .where(
+                LivenessSession.login_id == login_id,
+                LivenessSession.state == SessionState.OPEN,
+                LivenessSession.expires_at <= now if overdue else LivenessSession.expires_at > now,
+            )
+            .values(state=state)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def claim_open(

@@ -97,9 +97,12 @@ def start(runtime: Runtime, db: Session, login: pending.PendingLogin) -> FaceSta
         raise FaceRefused(503, "face_unavailable", "the face check service is not available; try again") from None
     except VendorDeclined as exc:
         log.error("face check refused by the vendor: %s (reference %s)", exc.code, mask_photo_ref(photo_ref))
-        raise FaceRefused(409, "face_refused", "the face check service cannot check this person") from None
+        if exc.code == "REFERENCE_UNKNOWN":  # the person's photo is not in the vendor's gallery
+            raise FaceRefused(409, "face_refused", "the face check service cannot check this person") from None
+        # Anything else is our request or our account at the vendor: nothing the citizen can change.
+        raise FaceRefused(503, "face_unavailable", "the face check service is not available; try again") from None
     expires_at = int(now) + opened.expires_in
-    repository.supersede_open(db, login.login_id)
+    repository.supersede_open(db, login.login_id, datetime.fromtimestamp(now, UTC))
     repository.add(
         db,
         LivenessSession(
