@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import httpx
 from cryptography.hazmat.primitives import serialization
@@ -345,4 +345,5 @@ def revoke(
     issuer: str, access_token: str, ecard_id: str, *, transport: httpx.BaseTransport | None = None
 ) -> dict[str, Any]:
     with httpx.Client(timeout=30.0, transport=transport) as http:
-        return _call(http, "DELETE", f"{issuer.rstrip('/')}/v1/ecards/{ecard_id}", headers=_bearer(access_token))
+        path = f"/v1/ecards/{quote(ecard_id, safe='')}"  # an id, never a path of its own
+        return _call(http, "DELETE", issuer.rstrip("/") + path, headers=_bearer(access_token))
