@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from card import ecard
 from card import ecard_protocol as protocol
@@ -179,3 +181,21 @@ def test_refusals_carry_the_services_reason(service: FakeService, enrolled: Path
     with pytest.raises(ecard.EcardError) as broken:
         ecard.list_ecards(ISSUER, "T", transport=httpx.MockTransport(lambda r: httpx.Response(500, text="oops")))
     assert broken.value.exit_code == EXIT_SERVICE
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=120),
+        st.builds(lambda tail: ISSUER + tail, st.text(max_size=80)),
+        st.builds(lambda q: f"{ISSUER}/ecard/scan?{q}", st.text(max_size=80)),
+    )
+)
+def test_reading_any_scanned_text_raises_only_ecard_error(text: str) -> None:
+    state = ecard.State(issuer=ISSUER, ecard_id="e" * 22)
+    try:
+        scanned = ecard.read_qr(text, state)
+    except ecard.EcardError as exc:
+        assert exc.reason == "qr_foreign"
+        return
+    assert text.lower().startswith(ISSUER + "/ecard/scan?") and scanned.login_id and scanned.token
