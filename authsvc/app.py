@@ -17,7 +17,9 @@ from authsvc import problems
 from authsvc.clients.admin import router as admin_clients_router
 from authsvc.config import Settings
 from authsvc.deps import RuntimeDep
+from authsvc.ecard.endpoints import router as ecard_router
 from authsvc.kiosk.endpoints import router as kiosk_router
+from authsvc.liveness.endpoints import router as liveness_router
 from authsvc.login.endpoints import router as login_router
 from authsvc.oauth.endpoints import router as oauth_router
 from authsvc.oidc.authorize import router as authorize_router
@@ -93,6 +95,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         login_router,
         admin_clients_router,
         kiosk_router,
+        liveness_router,
+        ecard_router,
         payments_orders_router,
         payments_callbacks_router,
         payments_refunds_router,

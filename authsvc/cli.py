@@ -480,6 +480,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--region", help="6-digit region code; default from the number")
     p = add(ch, "import", cmd_cardholder_import, "register cardholders from a CSV file (ssn,name[,sex][,region_code])")
     p.add_argument("file")
+    from authsvc.liveness.commands import add_cardholder_commands, add_sandbox_commands
+
+    add_cardholder_commands(ch, add)
+    sandbox = sub.add_parser("sandbox", help="simulators of outside services, for tests and demonstrations")
+    add_sandbox_commands(sandbox.add_subparsers(dest="sandbox", required=True), add)
 
     card = sub.add_parser("card", help="cards").add_subparsers(dest="card_command", required=True)
     p = add(card, "issue", cmd_card_issue, "personalise a card for a cardholder and write its software-card file")
@@ -590,7 +595,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="shown to citizens on the login page")
     p.add_argument("--redirect-uri", action="append", help="exact redirect URI (repeatable)")
     p.add_argument("--post-logout-redirect-uri", action="append", help="(repeatable)")
-    p.add_argument("--auth-method", choices=["private_key_jwt", "client_secret_basic"], default="private_key_jwt")
+    p.add_argument(
+        "--auth-method", choices=["private_key_jwt", "client_secret_basic", "none"], default="private_key_jwt"
+    )
     keys_from = p.add_mutually_exclusive_group()
     keys_from.add_argument("--jwks", metavar="FILE", help="the client's public JWK Set (or one JWK) as JSON")
     keys_from.add_argument("--jwks-uri", metavar="URL", help="where the client publishes its JWK Set")

@@ -76,6 +76,42 @@ class Settings(BaseSettings):
     alipay_gateway_url: str = "https://openapi.alipay.com/gateway.do"
     bank_merchant_id: str = ""
     bank_base_url: str = ""  # the bank gateway; the card account and withholding use it too
+    # The electronic social security card (docs/ecard.md): active e-cards per person; how long a login page's QR
+    # code is good for (the page fetches a new one before then); how recent the highest-level login must be to enrol.
+    ecard_max_active: Annotated[int, Field(ge=1, le=20)] = 3
+    ecard_qr_ttl: Annotated[int, Field(ge=10, le=300)] = 60
+    ecard_enrol_max_age: Annotated[int, Field(ge=60, le=3600)] = 600
+
+    # The real-person (实人) face check through a liveness vendor (docs/liveness.md). No vendor name: no face check
+    # is offered. Its keys live in keys/ (`authsvc channel-keys import --channel liveness ...`).
+    liveness_vendor: str = ""  # the vendor's name in our callback URL, /v1/liveness/callbacks/<name>
+    liveness_base_url: str = ""  # the vendor's API
+    liveness_app_id: str = ""  # our account at the vendor
+    # A verdict whose comparison score (0-100) is below this fails, live or not.
+    liveness_min_score: Annotated[float, Field(ge=0, le=100)] = 80.0
+    # How long the citizen has for the capture; a verdict after that is recorded as late and completes nothing.
+    liveness_session_ttl: Annotated[int, Field(ge=30, le=900)] = 180
+    # Callbacks dated more than this many seconds ago are refused (past-only window) ...
+    liveness_callback_window: Annotated[int, Field(ge=10, le=900)] = 300
+    # ... and those dated further ahead than this (the vendor's clock may run a little fast).
+    liveness_callback_skew: Annotated[int, Field(ge=0, le=60)] = 5
+
+    @field_validator("liveness_vendor")
+    @classmethod
+    def _liveness_vendor(cls, value: str) -> str:
+        import re
+
+        if value and not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,31}", value):
+            raise ValueError("must be a short lower-case name (a-z, 0-9, -), used in the callback URL")
+        return value
+
+    @field_validator("liveness_base_url")
+    @classmethod
+    def _liveness_base_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if value and (parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
 
     @field_validator("payment_channels")
     @classmethod

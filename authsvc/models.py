@@ -3,6 +3,8 @@
 from authsvc.audit.models import AuditEvent
 from authsvc.clients.models import OAuthClient
 from authsvc.database import Base
+from authsvc.ecard.models import Ecard
+from authsvc.liveness.models import LivenessSession
 from authsvc.oauth.models import OAuthGrant, RefreshToken
 from authsvc.registry.models import Card, Cardholder, Terminal
 from authsvc.sessions.models import LogoutDelivery, SsoSession, SsoSessionClient  # noqa: F401 - registered for migrations
@@ -23,10 +25,12 @@ __all__ = [
     "AuditEvent",
     "Card",
     "Cardholder",
+    "Ecard",
     "KeyRecord",
     "LedgerAccount",
     "LedgerEntry",
     "LedgerPosting",
+    "LivenessSession",
     "OAuthClient",
     "OAuthGrant",
     "PaymentCallback",

@@ -7,6 +7,7 @@ caches are re-read from the database, everything else lives in PostgreSQL and Re
 from __future__ import annotations
 
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,6 +20,9 @@ from keys.card_pki import CardTrust
 from keys.hmac_keys import HmacKeys
 from keys.sealing import Sealer
 from keys.signing import Keyring
+
+if TYPE_CHECKING:
+    from authsvc.liveness.setup import Liveness
 
 
 class Runtime:
@@ -58,6 +62,17 @@ class Runtime:
     def hmac_keys(self) -> HmacKeys:
         return HmacKeys(self.sessions, self.sealer)
 
+    @cached_property
+    def liveness(self) -> Liveness:
+        """The face-liveness vendor (authsvc/liveness/setup.py), following its keys in keys/channel_keys/."""
+        from authsvc.liveness.setup import Liveness
+        from keys.channel_keys import ChannelKeyring
+
+        keyring = ChannelKeyring(self.sessions, self.sealer, cache_seconds=self.settings.key_cache_seconds)
+        return Liveness(self.settings, keyring)
+
     def close(self) -> None:
+        if "liveness" in self.__dict__:
+            self.liveness.close()
         if "engine" in self.__dict__:
             self.engine.dispose()

@@ -4,10 +4,8 @@ sign-in (`/v1/ecard/sign-ins`, proven by the device key's signature), and the br
 
 from __future__ import annotations
 
-import io
 from typing import Annotated, Any
 
-import segno
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,7 +17,7 @@ from authsvc.ecard import service, signin
 from authsvc.ecard.service import EcardRefused
 from authsvc.kiosk.endpoints import parse_body, throttled
 from authsvc.kiosk.throttle import Throttled
-from authsvc.login import pending
+from authsvc.login import pages, pending
 from authsvc.oauth import resource, step_up
 from authsvc.oauth import scopes as known_scopes
 from authsvc.oauth.models import OAuthGrant
@@ -130,16 +128,9 @@ def login_qr(login_id: str, request: Request, runtime: RuntimeDep) -> Response:
         code = signin.qr(runtime, login)
     except EcardRefused as exc:
         return _refused(exc)
-    return JSONResponse({"url": code.url, "qr_svg": _svg(code.url), "expires_in": code.expires_in}, headers=NO_STORE)
-
-
-def _svg(url: str) -> str:
-    """The QR code as SVG markup for the page to insert. With the SVG namespace declared (segno's svg_inline leaves
-    it out): the page parses it as image/svg+xml, and an element without it is not drawn. On a white ground with its
-    quiet zone, so that a camera reads it on any page background."""
-    out = io.BytesIO()
-    segno.make(url, error="m").save(out, kind="svg", xmldecl=False, nl=False, scale=4, light="#fff")
-    return out.getvalue().decode()
+    return JSONResponse(
+        {"url": code.url, "qr_svg": pages.qr_svg(code.url), "expires_in": code.expires_in}, headers=NO_STORE
+    )
 
 
 @router.post("/v1/ecard/sign-ins/scan")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 
-import segno
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from redis import RedisError
@@ -24,7 +23,7 @@ from authsvc.deps import DbSession, RawBody, RuntimeDep
 from authsvc.liveness import verdicts, wire
 from authsvc.liveness.rules import Applied
 from authsvc.liveness.vendor import Acknowledgement, CallbackRejected, RejectReason, VendorUnavailable
-from authsvc.login import face, pending
+from authsvc.login import face, pages, pending
 from authsvc.problems import Problem
 
 log = logging.getLogger("sscard.liveness")
@@ -101,11 +100,10 @@ def face_start(login_id: str, request: Request, runtime: RuntimeDep, db: DbSessi
     except face.FaceRefused as exc:
         return problems.response(Problem(exc.status, exc.reason, exc.detail))
     return JSONResponse(
-        {"capture_url": started.capture_url, "qr_svg": qr_svg(started.capture_url), "expires_in": started.expires_in},
+        {
+            "capture_url": started.capture_url,
+            "qr_svg": pages.qr_svg(started.capture_url),
+            "expires_in": started.expires_in,
+        },
         headers=NO_STORE,
     )
-
-
-def qr_svg(url: str) -> str:
-    """The capture URL as inline SVG markup (the page's CSP allows no data: images)."""
-    return segno.make(url, error="m").svg_inline(scale=4, title="QR")

@@ -5,23 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from authsvc.login import pending
+from authsvc.login import face, pending
 from authsvc.runtime import Runtime
 from authsvc.tokens import assurance
 
 
-def _face():  # type: ignore[no-untyped-def]  # TEMPORARY until authsvc/login/face.py lands (liveness helper)
-    try:
-        from authsvc.login import face
-    except ImportError:
-        return None
-    return face
-
-
 def available(runtime: Runtime) -> frozenset[str]:
     names = {assurance.METHOD_CARD, assurance.METHOD_ECARD}
-    face = _face()
-    if face is not None and face.available(runtime):
+    if face.available(runtime):
         names.add(assurance.METHOD_FACE)
     return frozenset(names)
 
@@ -38,8 +29,7 @@ def status(runtime: Runtime, login: pending.PendingLogin) -> dict[str, Any]:
     if answer["status"] == "done":
         return answer
     answer["missing"] = offered(runtime, answer["missing"])
-    face = _face()
-    state = face.state(runtime, login) if face is not None else None
+    state = face.state(runtime, login)
     if state is not None:
         answer["face"] = state
     return answer

@@ -6,10 +6,12 @@ the only other place the page may talk to is `sscard helper` on the citizen's ow
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 from typing import Any
 
+import segno
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -184,6 +186,15 @@ def render(settings: Settings, template: str, locale: str, *, status: int = 200,
 def error_page(settings: Settings, locale: str, error: str, description: str, *, status: int = 400) -> HTMLResponse:
     """Shown instead of a redirect when the redirect URI cannot be trusted, and for browser-facing refusals."""
     return render(settings, "error.html", locale, status=status, error=error, description=description)
+
+
+def qr_svg(url: str) -> str:
+    """A QR code as SVG markup for the login page to insert (its CSP allows no data: images). The SVG namespace is
+    declared (segno's svg_inline leaves it out): the page parses the markup as image/svg+xml, and an element without
+    it is not drawn. On a white ground with its quiet zone, so that a camera reads it on any page background."""
+    out = io.BytesIO()
+    segno.make(url, error="m").save(out, kind="svg", xmldecl=False, nl=False, scale=4, light="#fff")
+    return out.getvalue().decode()
 
 
 static_router = APIRouter(include_in_schema=False)
