@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
@@ -130,11 +131,16 @@ def cmd_card_issue(args: argparse.Namespace) -> int:
 
 
 def cmd_card_set_status(args: argparse.Namespace) -> int:
+    from authsvc.ecard import repository as ecards
     from authsvc.registry import service
 
     with _admin() as (_, session):
         card = service.set_card_status(session, args.card_number, args.status)
         print(f"card {mask_card_number(card.card_number)} is now {card.status}")
+        enrolled = [e for e in ecards.of_holder(session, card.cardholder_id) if e.card_id == card.id]
+        if enrolled:  # a lost or cancelled card takes its e-cards along: say so, the operator tells the citizen
+            counts = Counter(f"{e.status}" + (f" ({e.revoked_reason})" if e.revoked_reason else "") for e in enrolled)
+            print("e-cards enrolled with it: " + ", ".join(f"{n} {what}" for what, n in sorted(counts.items())))
     return 0
 
 

@@ -33,6 +33,7 @@ from authsvc import demo_payments
 from authsvc.cli import CommandError, prepare
 from authsvc.config import env_for_child, load_settings
 from authsvc.database import unit_of_work
+from authsvc.liveness import demo as liveness_demo
 from authsvc.registry import repository, service
 from authsvc.registry.models import CardStatus
 from authsvc.runtime import Runtime
@@ -139,6 +140,19 @@ def _portal_clients(runtime: Runtime, path: Path, bases: list[str]) -> list[tupl
     path.write_text(json.dumps(known, indent=2))
     path.chmod(0o600)
     return out
+
+
+def _ecard_app(runtime: Runtime, path: Path) -> str:
+    """The e-card app's client_id (a public native client), registered once and kept in var/demo/ecard-app.json."""
+    from authsvc.clients import service as clients
+    from authsvc.ecard import app_client
+
+    known = json.loads(path.read_text()) if path.exists() else {}
+    with unit_of_work(runtime.sessions) as session:
+        if not known.get("client_id") or clients.get(session, known["client_id"]) is None:
+            known = {"client_id": app_client.register(session, runtime.hmac_keys, actor="demo").client_id}
+    path.write_text(json.dumps(known, indent=2))
+    return str(known["client_id"])
 
 
 def _free_ports(preferred: list[int], count: int) -> list[int]:
@@ -253,6 +267,69 @@ def _browser_sign_on(
     return True
 
 
+def _real_person_and_ecard(
+    env: dict[str, str],
+    base_url: str,
+    helper_url: str,
+    portals: list[str],
+    card: tuple[Path, str, int, str, str],
+    app_client_id: str,
+    demo_dir: Path,
+) -> bool:
+    """The real-person check and the electronic card (authsvc/ecard/demo.py), each step printed: the e-card app asks
+    for the highest level, the browser signs in with card + PIN, then only the face is asked (the phone's camera at
+    the liveness vendor's capture page), the app enrols its device key; a second browser signs in at portal B by the
+    login page's QR code and the app; the card is reported lost and its e-card goes with it. False when a step failed
+    (the reason is printed)."""
+    from authsvc import demo_browser
+    from authsvc.ecard import demo as ecard_demo
+
+    path, pin, generation, number, _ = card
+    key = demo_dir / "ecard-device.pem"  # a new phone each run: the previous run's card was reported lost
+    for old in (key, key.with_name(key.name + ".state.json")):
+        old.unlink(missing_ok=True)
+
+    def phone_camera(capture_url: str) -> None:
+        # The citizen's phone opens the vendor's capture page and looks into the camera (the sandbox's button).
+        httpx.post(capture_url, data={"outcome": "right_person"}, timeout=10).raise_for_status()
+        _say("phone: the liveness vendor's capture page sees a live face; the vendor posts its signed verdict")
+
+    _say(f"real person and e-card: the generation-{generation} card in the virtual reader, liveness sandbox vendor")
+    try:
+        with (
+            _card_inserted(env, path),
+            demo_browser.card_helper(
+                base_url,
+                port=urlsplit(helper_url).port or 80,
+                reader=READER,
+                pin=pin,
+                on_line=lambda line: print(f"    {line}", flush=True),
+            ),
+        ):
+            ecard_demo.enrol(base_url, app_client_id, key, capture=phone_camera, report=_say)
+        ecard_demo.sign_in(base_url, portals[1], key, acr=assurance.LOW, report=_say)
+    except demo_browser.BrowserUnavailable as exc:
+        _say(f"real person and e-card not shown: {exc}")
+        return False
+    except demo_browser.ScenarioFailed as exc:
+        _say(f"real person and e-card FAILED at {exc}")
+        return False
+    lost = subprocess.run(  # noqa: S603 - our own command line
+        [sys.executable, "-m", "authsvc", "card", "set-status", number, "reported_lost"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    said = "; ".join(lost.stdout.strip().splitlines())
+    if lost.returncode != 0 or "revoked (card_reported_lost)" not in said:
+        _say(f"real person and e-card FAILED: reporting the card lost did not revoke its e-card: {said or lost.stderr}")
+        return False
+    _say(f"card reported lost (authsvc card set-status): {said}")
+    return True
+
+
 def _helper_url() -> str:
     """SSCARD_HELPER_URL when set; else the helper's default port when free (what a citizen's `sscard helper`
     uses), else a free one, so that a helper already running on this machine does not stop the demo."""
@@ -299,16 +376,23 @@ def run_demo(*, port: int, keep_running: bool, browser: bool = True) -> int:
         f"payment channel sandboxes: WeChat Pay at {sandboxes.env['SSCARD_WECHATPAY_BASE_URL']}, "
         f"bank at {sandboxes.env['SSCARD_BANK_BASE_URL']} (their keys stored with `authsvc channel-keys`)"
     )
+    vendor = liveness_demo.start_vendor(runtime, _free_ports([port + 5], 1)[0], [p[0] for p in DEMO_PEOPLE])
+    _say(
+        f"liveness vendor sandbox at {vendor.env['SSCARD_LIVENESS_BASE_URL']} (keys stored with `authsvc "
+        "channel-keys`, the cardholders' reference photos in its gallery)"
+    )
+    app_client_id = _ecard_app(runtime, demo_dir / "ecard-app.json")
     runtime.close()
     ensure_pcscd()
 
-    env = {**env_for_child(settings), **sandboxes.env}
+    env = {**env_for_child(settings), **sandboxes.env, **vendor.env}
     _say(f"starting the service at {base_url}")
     server = subprocess.Popen(  # noqa: S603
         [sys.executable, "-m", "authsvc", "serve", "--port", str(port), "--log-level", "warning"], env=env
     )
     servers: list[uvicorn.Server] = []
     browser_shown = not browser  # --no-browser: nothing to show, nothing missing
+    identity_shown = not browser
     payments_shown = False
     try:
         _wait_healthy(base_url, server)
@@ -352,6 +436,9 @@ def run_demo(*, port: int, keep_running: bool, browser: bool = True) -> int:
             _say(f"demo portals: A at {portal_bases[0]}/, B at {portal_bases[1]}/")
             if browser:
                 browser_shown = _browser_sign_on(env, base_url, settings.helper_url, portal_bases, card3, pin3)
+                identity_shown = _real_person_and_ecard(
+                    env, base_url, settings.helper_url, portal_bases, cards[1], app_client_id, demo_dir
+                )
             if keep_running:
                 from card.helper import DEFAULT_PORT
 
@@ -372,6 +459,7 @@ def run_demo(*, port: int, keep_running: bool, browser: bool = True) -> int:
         return 0
     finally:
         sandboxes.stop()
+        vendor.stop()
         for portal in servers:
             portal.should_exit = True
         if server.poll() is None:
@@ -384,9 +472,13 @@ def run_demo(*, port: int, keep_running: bool, browser: bool = True) -> int:
         # --exit is how scripts check the demo: a sign-on that was not shown is not a demo that worked.
         _say("the kiosk logins worked, the browser sign-on was not shown (see above): exit status 1")
         return 1
+    if not identity_shown and not keep_running:
+        _say("the real-person check and the e-card were not shown (see above): exit status 1")
+        return 1
     if browser:
         _say(
             "done: kiosk logins with both card generations, contributions paid by card account and WeChat Pay and "
-            "reconciled, and browser single sign-on with logout everywhere"
+            "reconciled, browser single sign-on with logout everywhere, card + PIN + face at the highest level, "
+            "and an e-card enrolled, signed in by QR code and revoked with its lost card"
         )
     return 0

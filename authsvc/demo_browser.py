@@ -89,7 +89,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _step(name: str) -> Iterator[None]:
+def step(name: str) -> Iterator[None]:
     """Turn whatever went wrong inside a step (a Playwright expectation, a timeout, HTTP) into ScenarioFailed."""
     from playwright.sync_api import Error as PlaywrightError
 
@@ -101,7 +101,7 @@ def _step(name: str) -> Iterator[None]:
         raise ScenarioFailed(f"{name}: {_first_line(exc)}") from exc
 
 
-def _signed_in(page: Page) -> SignedIn:
+def signed_in(page: Page) -> SignedIn:
     from playwright.sync_api import expect
 
     expect(page.locator("#who")).to_contain_text("Signed in as")
@@ -147,7 +147,7 @@ def run(
             # English, so that the steps below can find the login page's button by its English name.
             page = browser.new_context(locale="en-US").new_page()
 
-            with _step("portal A: to the login page"):
+            with step("portal A: to the login page"):
                 page.goto(f"{portal_a}/")
                 portal_name = page.locator("h1").inner_text()
                 report(f"browser: headless Chromium opens portal A ({portal_a}/) and presses Sign in")
@@ -157,7 +157,7 @@ def run(
                 expect(page.locator("html")).to_have_attribute("lang", "en")
                 report(f"portal A: sent to the login page of {issuer} for 「{portal_name}」; it asks sscard helper")
 
-            with _step("portal A: sign in with the card through sscard helper"):
+            with step("portal A: sign in with the card through sscard helper"):
                 # The helper answers the page once the card has signed (or failed to): a refusal ends the step
                 # at once, with the helper's reason, instead of at the timeout.
                 def helper_answer(response: Response) -> bool:
@@ -177,12 +177,12 @@ def run(
                     raise ScenarioFailed(
                         f"portal A: not back from the login page ({page.url}): {' '.join(status) or _first_line(exc)}"
                     ) from exc
-                a = _signed_in(page)
+                a = signed_in(page)
                 if not a.sid:  # without it, neither SSO nor back-channel logout could be told apart
                     raise ScenarioFailed("portal A: the ID token carries no sid")
                 report(f"portal A: signed in as sub={a.sub}, acr={a.acr}, amr={a.amr}")
 
-            with _step("portal B: single sign-on"):
+            with step("portal B: single sign-on"):
                 page.goto(f"{portal_b}/")
                 shown: list[str] = []  # pages the browser displayed; redirects through the provider are not pages
 
@@ -201,19 +201,19 @@ def run(
                 provider_pages = [url for url in shown if url.startswith(f"{issuer}/")]
                 if provider_pages:
                     raise ScenarioFailed(f"portal B: the provider showed {provider_pages[0]}: no single sign-on")
-                b = _signed_in(page)
+                b = signed_in(page)
                 if b.sid != a.sid:
                     raise ScenarioFailed(f"portal B: signed in under another session (sid {b.sid} ≠ {a.sid})")
                 report(f"portal B: signed in without a second card login (same sid {b.sid[:8]}…)")
 
-            with _step("logout at portal A"):
+            with step("logout at portal A"):
                 page.goto(f"{portal_a}/")
                 page.click("#sign-out")
                 page.wait_for_url(f"{portal_a}/?state=bye")
                 expect(page.locator("#sign-in")).to_be_visible()
                 report("logout: portal A sent the browser through the provider's logout and back (state=bye)")
 
-            with _step("logout: back channels"):
+            with step("logout: back channels"):
                 events = _wait_for_logout_tokens([portal_a, portal_b], a.sid)
                 page.goto(f"{portal_b}/")  # B's cookie is still in the browser; B ended its session on the token
                 expect(page.locator("#sign-in")).to_be_visible()

@@ -19,8 +19,6 @@ import json
 import secrets
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,9 +30,9 @@ import uvicorn
 from cryptography.hazmat.primitives import serialization
 
 from authsvc.database import unit_of_work
+from authsvc.demo_portal import serve_in_thread
 from authsvc.runtime import Runtime
 from keys import channel_keys
-from keys.models import KeyState
 from payments.channels import bank
 from payments.reconciliation.matching import CHINA
 from payments.sandbox.bank import BankSandbox
@@ -69,25 +67,12 @@ class Sandboxes:
             server.should_exit = True
 
 
-def _serve(app: Any, port: int) -> uvicorn.Server:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    threading.Thread(target=server.run, daemon=True).start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"a sandbox did not start on port {port}")
-        time.sleep(0.02)
-    return server
-
-
 def _store_keys(runtime: Runtime, channel: str, keys: list[tuple[str, bytes, str | None]]) -> None:
     """Import each key; one imported beside an earlier demo run's becomes `next`, and is promoted at once (the
     earlier sandbox is gone, its keys with it)."""
     with unit_of_work(runtime.sessions) as db:
         for kind, data, serial in keys:
-            record = channel_keys.import_key(db, runtime.sealer, channel=channel, kind=kind, data=data, serial=serial)
-            if record.state == KeyState.NEXT:
-                channel_keys.promote(db, record.kid)
+            channel_keys.import_active(db, runtime.sealer, channel=channel, kind=kind, data=data, serial=serial)
 
 
 def _recall(wechat: WechatPaySandbox, path: Path) -> None:
@@ -159,7 +144,10 @@ def start_sandboxes(runtime: Runtime, ports: list[int], state_dir: Path) -> Sand
         ],
     )
     sandboxes = Sandboxes(wechat, gateway, state_dir)
-    sandboxes.servers = [_serve(wechat.app, ports[0]), _serve(gateway.app, ports[1])]
+    sandboxes.servers = [
+        serve_in_thread(wechat.app, ports[0], name="wechatpay-sandbox"),
+        serve_in_thread(gateway.app, ports[1], name="bank-sandbox"),
+    ]
     sandboxes.env = {
         "SSCARD_PAYMENT_CHANNELS": CHANNELS,
         "SSCARD_WECHATPAY_MCHID": wechat.mchid,

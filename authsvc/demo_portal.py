@@ -219,13 +219,15 @@ def create_portal(config: PortalConfig) -> FastAPI:
     return app
 
 
-def serve_in_thread(app: FastAPI, port: int) -> uvicorn.Server:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True, name=f"portal-{port}")
+def serve_in_thread(app: FastAPI, port: int, *, name: str = "portal") -> uvicorn.Server:
+    """`app` on 127.0.0.1:`port` in a daemon thread (a demo portal or a sandbox); returns once it listens."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True, name=f"{name}-{port}")
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError(f"the demo portal on port {port} did not start")
+            raise RuntimeError(f"the demo {name} on port {port} did not start")
         time.sleep(0.02)
     return server

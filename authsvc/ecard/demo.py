@@ -9,7 +9,7 @@ authsvc/demo_browser.py: each function raises demo_browser.ScenarioFailed naming
 - `sign_in`: a portal sends the browser to the login page; the QR code is read from the screen as a phone's camera
   reads it (zxing-cpp on a screenshot); `sscard ecard login <url> --yes` approves; the page continues by itself.
 
-Playwright and zxing-cpp are imported only inside: test and demo dependencies (the `test` extra), never the
+Playwright, Pillow and zxing-cpp are imported only inside: test and demo dependencies (the `test` extra), never the
 service's.
 """
 
@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import subprocess
 import sys
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -69,7 +67,7 @@ def enrol(
     )
     try:
         assert app.stderr is not None
-        with demo_browser._step("e-card enrolment: the app's sign-in"):
+        with demo_browser.step("e-card enrolment: the app's sign-in"):
             printed = [app.stderr.readline() for _ in range(2)]
             url = printed[1].strip()
             if not url.startswith(f"{issuer}/authorize?"):
@@ -79,13 +77,13 @@ def enrol(
             browser = pw.chromium.launch(executable_path=chromium, args=demo_browser.CHROMIUM_ARGS)
             try:
                 page = browser.new_context(locale="en-US").new_page()
-                with demo_browser._step("e-card enrolment: card and PIN"):
+                with demo_browser.step("e-card enrolment: card and PIN"):
                     page.goto(url)
                     page.wait_for_url(f"{issuer}/login/*")
                     page.click("#card-button")
                     expect(page.locator("#method-face")).to_be_visible(timeout=TIMEOUT * 1000)
                     report("e-card: card + PIN done in the browser (sscard helper); the page asks for the face")
-                with demo_browser._step("e-card enrolment: the face"):
+                with demo_browser.step("e-card enrolment: the face"):
                     page.click("#face-button")
                     link = page.locator("#face-link")
                     expect(link).to_be_visible(timeout=TIMEOUT * 1000)
@@ -94,7 +92,7 @@ def enrol(
                     report("e-card: live face passed; the browser is back at the app's loopback listener")
             finally:
                 browser.close()
-        with demo_browser._step("e-card enrolment: the device key"):
+        with demo_browser.step("e-card enrolment: the device key"):
             out, err = app.communicate(timeout=TIMEOUT)
             if app.returncode != 0:
                 raise ScenarioFailed(f"e-card enrolment: sscard ecard enrol failed: {err.strip()}")
@@ -126,7 +124,7 @@ def sign_in(
         browser = pw.chromium.launch(executable_path=chromium, args=demo_browser.CHROMIUM_ARGS)
         try:
             page = browser.new_context(locale="en-US").new_page()
-            with demo_browser._step("e-card sign-in: the login page's QR code"):
+            with demo_browser.step("e-card sign-in: the login page's QR code"):
                 page.goto(f"{portal}/login?acr={acr}")
                 page.wait_for_url(f"{issuer}/login/*")
                 expect(page.locator("#ecard-qr svg")).to_be_visible(timeout=TIMEOUT * 1000)
@@ -134,14 +132,14 @@ def sign_in(
                 if len(texts) != 1:
                     raise ScenarioFailed(f"e-card sign-in: the page's QR code did not read ({texts})")
                 report(f"e-card: the phone's camera reads the login page's QR code: {texts[0][:48]}…")
-            with demo_browser._step("e-card sign-in: the app approves"):
+            with demo_browser.step("e-card sign-in: the app approves"):
                 approved = sscard("ecard", "login", texts[0], "--key", str(key), "--yes")
                 if approved.returncode != 0:
                     raise ScenarioFailed(f"e-card sign-in: sscard ecard login failed: {approved.stderr.strip()}")
                 report("e-card: " + approved.stderr.strip().splitlines()[0].removeprefix("sscard ecard: "))
-            with demo_browser._step("e-card sign-in: the page continues"):
+            with demo_browser.step("e-card sign-in: the page continues"):
                 page.wait_for_url(f"{portal}/", timeout=TIMEOUT * 1000)
-                signed_in = demo_browser._signed_in(page)
+                signed_in = demo_browser.signed_in(page)
                 report(f"e-card: the portal signed in sub={signed_in.sub}, acr={signed_in.acr}, amr={signed_in.amr}")
                 return signed_in, approved.stderr
         finally:
@@ -156,60 +154,14 @@ def _available(chromium: str) -> None:
 
 # -- reading a QR code from a screenshot, as a phone's camera app does ------------------------------------------
 
-_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type → samples per pixel (8-bit depth)
-
-
-def _paeth(a: int, b: int, c: int) -> int:
-    p = a + b - c
-    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-    return a if pa <= pb and pa <= pc else b if pb <= pc else c
-
-
-def grey_pixels(png: bytes) -> tuple[int, int, bytes]:
-    """(width, height, one grey byte per pixel) of an 8-bit non-interlaced PNG, as Chromium writes screenshots:
-    decoded with zlib, so that reading a QR code needs no imaging library."""
-    if png[:8] != b"\x89PNG\r\n\x1a\n":
-        raise ValueError("not a PNG")
-    pos, idat = 8, b""
-    width = height = channels = 0
-    while pos < len(png):
-        length, kind = struct.unpack(">I4s", png[pos : pos + 8])
-        data = png[pos + 8 : pos + 8 + length]
-        pos += 12 + length
-        if kind == b"IHDR":
-            width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data)
-            if depth != 8 or interlace or colour not in _CHANNELS:
-                raise ValueError(f"unsupported PNG (depth {depth}, colour type {colour}, interlace {interlace})")
-            channels = _CHANNELS[colour]
-        elif kind == b"IDAT":
-            idat += data
-    raw = zlib.decompress(idat)
-    stride = width * channels
-    previous = bytearray(stride)
-    grey = bytearray()
-    for row in range(height):
-        start = row * (stride + 1)
-        kind, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
-        for i in range(stride):
-            left = line[i - channels] if i >= channels else 0
-            up, corner = previous[i], previous[i - channels] if i >= channels else 0
-            if kind == 1:
-                line[i] = (line[i] + left) & 0xFF
-            elif kind == 2:
-                line[i] = (line[i] + up) & 0xFF
-            elif kind == 3:
-                line[i] = (line[i] + (left + up) // 2) & 0xFF
-            elif kind == 4:
-                line[i] = (line[i] + _paeth(left, up, corner)) & 0xFF
-        grey += line[::channels]  # the first sample: grey, or red (the code is black on white)
-        previous = line
-    return width, height, bytes(grey)
-
 
 def read_qr(png: bytes) -> list[str]:
-    """The texts of the QR codes in a screenshot (zxing-cpp)."""
-    import zxingcpp
+    """The texts of the QR codes in a screenshot (Pillow decodes the PNG, zxing-cpp finds the codes)."""
+    import io
 
-    width, height, grey = grey_pixels(png)
-    image = memoryview(grey).cast("B", (height, width))
-    return [found.text for found in zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.QRCode)]
+    import zxingcpp
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as image:
+        grey = image.convert("L")
+    return [found.text for found in zxingcpp.read_barcodes(grey, formats=zxingcpp.BarcodeFormat.QRCode)]

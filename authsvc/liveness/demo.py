@@ -7,20 +7,18 @@ service at it. The service then talks to it exactly as it would to a real vendor
 from __future__ import annotations
 
 import secrets
-import threading
-import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import uvicorn
 
 from authsvc.database import unit_of_work
+from authsvc.demo_portal import serve_in_thread
 from authsvc.liveness import wire
 from authsvc.liveness.photos import set_reference_photo
 from authsvc.liveness.sandbox import LivenessSandbox
 from authsvc.registry import repository
 from authsvc.runtime import Runtime
-from keys.channel_keys import import_key
+from keys.channel_keys import import_active
 
 APP_ID = "sscard-demo"
 VENDOR = "sandbox"
@@ -35,17 +33,6 @@ class DemoVendor:
     def stop(self) -> None:
         if self.server is not None:
             self.server.should_exit = True
-
-
-def _serve(app: Any, port: int) -> uvicorn.Server:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    threading.Thread(target=server.run, daemon=True, name=f"liveness-sandbox-{port}").start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the liveness sandbox did not start on port {port}")
-        time.sleep(0.02)
-    return server
 
 
 def start_vendor(runtime: Runtime, port: int, ssns: list[str]) -> DemoVendor:
@@ -66,7 +53,8 @@ def start_vendor(runtime: Runtime, port: int, ssns: list[str]) -> DemoVendor:
             ("liveness-api-key", ours.private_pem(), ours.key_id),
             ("liveness-vendor-key", vendor_key.public_pem(), vendor_key.key_id),
         ):
-            import_key(db, runtime.sealer, channel="liveness", kind=kind, data=data, serial=serial)
+            # A later run's sandbox knows only this run's keys: they become the active ones at once.
+            import_active(db, runtime.sealer, channel="liveness", kind=kind, data=data, serial=serial)
         for ssn in ssns:
             holder = repository.holder_by_ssn(db, ssn)
             if holder is None:
@@ -82,5 +70,5 @@ def start_vendor(runtime: Runtime, port: int, ssns: list[str]) -> DemoVendor:
             "SSCARD_LIVENESS_APP_ID": APP_ID,
         },
     )
-    vendor.server = _serve(sandbox.app, port)
+    vendor.server = serve_in_thread(sandbox.app, port, name="liveness-sandbox")
     return vendor

@@ -264,6 +264,17 @@ def promote(session: Session, kid: str, *, now: datetime | None = None) -> tuple
     return record, old
 
 
+def import_active(
+    session: Session, sealer: Sealer, *, channel: str, kind: str, data: bytes, serial: str | None
+) -> KeyRecord:
+    """Import a key the counterpart uses already and make it the active one of its kind at once (the previous one
+    retired). For sandboxes started with fresh keys (the demo): a real channel's key goes through `next` first."""
+    record = import_key(session, sealer, channel=channel, kind=kind, data=data, serial=serial)
+    if record.state == KeyState.NEXT:
+        record, _ = promote(session, record.kid)
+    return record
+
+
 def retire(session: Session, kid: str, *, now: datetime | None = None) -> KeyRecord:
     """Stop using a key at once (a retired APIv3 key decrypts nothing more). The last active key of a kind (of the
     platform keys: of certificates and public keys together) cannot be retired: promote its successor instead."""

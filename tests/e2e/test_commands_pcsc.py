@@ -151,7 +151,7 @@ def test_the_readme_demo_runs_on_the_embedded_default(pcscd: str, tmp_path: Path
     demo = [sys.executable, "-m", "authsvc", "demo", "--exit", "--port", str(port)]
     with vpcd_slot():
         first, again = (
-            subprocess.run(demo, env=env, cwd=ROOT, capture_output=True, text=True, timeout=180) for _ in range(2)
+            subprocess.run(demo, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300) for _ in range(2)
         )
     for run in (first, again):  # the second run reuses its cards, kiosk, portals and keys
         assert run.returncode == 0, run.stdout + run.stderr
@@ -171,5 +171,12 @@ def test_the_readme_demo_runs_on_the_embedded_default(pcscd: str, tmp_path: Path
         assert "callback delivered, order paid" in run.stdout
         assert "'channel_only': 0, 'ours_only': 0, 'amount_mismatch': 0} → resolved" in run.stdout
         assert '"ok": true' in run.stdout and '"order_disagreements"' in run.stdout
+        # The real person and the e-card (authsvc/ecard/demo.py, asserted in detail by test_browser_ecard.py): card +
+        # PIN, then only the face, the app enrolled, a QR sign-in at portal B, the lost card taking its e-card along.
+        assert "card + PIN done in the browser (sscard helper); the page asks for the face" in run.stdout
+        assert "live face passed" in run.stdout and "e-card: enrolled " in run.stdout
+        assert "acr=urn:sscard:acr:low, amr=['hwk']" in run.stdout
+        assert "e-cards enrolled with it: 1 revoked (card_reported_lost)" in run.stdout
         assert "==> done: kiosk logins with both card generations, contributions paid" in run.stdout
+        assert "an e-card enrolled, signed in by QR code and revoked with its lost card" in run.stdout
     assert (tmp_path / "var" / "sscard.db").exists() and (tmp_path / "var" / "keys" / "kek").exists()
