@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -96,7 +97,8 @@ def enrol(runtime: Runtime, db: Session, request: Enrolment) -> Ecard:
     if holder is None:
         raise _refuse(db, request.subject, 403, "cardholder_unknown", "no cardholder stands behind this sign-in")
     lock(db, f"cardholder:{holder.id}")  # two concurrent enrolments must not both pass the limit
-    card = next((c for c in holder.cards if c.status == CardStatus.ACTIVE), None)
+    today = date.today()
+    card = next((c for c in holder.cards if c.status == CardStatus.ACTIVE and c.expires_on >= today), None)
     if card is None:
         raise _refuse(db, request.subject, 409, "no_active_card", "an e-card needs an active physical card")
     if repository.by_jkt(db, jkt) is not None:

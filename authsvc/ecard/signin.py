@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -152,6 +153,8 @@ def _check(
         raise EcardRefused(422, "ecard_revoked", "this e-card has been revoked")
     if row.card.status != CardStatus.ACTIVE:
         raise EcardRefused(422, "card_not_active", "the card this e-card was enrolled with is not active")
+    if row.card.expires_on < date.today():  # as the card itself is refused (authsvc/kiosk/verification.py)
+        raise EcardRefused(422, "card_expired", "the card this e-card was enrolled with has expired")
     return row
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from sqlalchemy import func, select
 from authsvc.audit.models import AuditEvent
 from authsvc.database import unit_of_work
 from authsvc.ecard.models import Ecard
+from authsvc.registry import repository as registry_repository
 from authsvc.registry import service as registry
 from authsvc.runtime import Runtime
 from authsvc.tokens import assurance
@@ -267,6 +269,19 @@ def test_a_lost_card_revokes_its_ecards_and_blocks_enrolment(
         409,
         "no_active_card",
     )
+
+
+def test_an_expired_card_enrols_no_ecard(client: TestClient, runtime: Runtime, access: str, zhang: Citizen) -> None:
+    with unit_of_work(runtime.sessions) as db:
+        card = registry_repository.card_by_number(db, zhang.card.card_number)
+        assert card is not None
+        card.expires_on = date.today() - timedelta(days=1)
+    refused(
+        client.post("/v1/ecards", json=enrol_body(client, access, new_key()), headers=bearer(access)),
+        409,
+        "no_active_card",
+    )
+    assert _rows(runtime) == 0
 
 
 def test_a_frozen_card_keeps_its_ecards(client: TestClient, runtime: Runtime, access: str, zhang: Citizen) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import date, timedelta
 from pathlib import Path
 
 import httpx
@@ -18,6 +19,7 @@ from sqlalchemy import select
 from authsvc.audit.models import AuditEvent
 from authsvc.clients.models import AuthMethod
 from authsvc.database import unit_of_work
+from authsvc.registry import repository as registry_repository
 from authsvc.registry import service as registry
 from authsvc.runtime import Runtime
 from authsvc.tokens import assurance
@@ -228,6 +230,21 @@ def test_the_physical_card_must_stand(
         registry.set_card_status(db, zhang.card.card_number, status)
     login_id = start_login(client, portal, acr_values=assurance.LOW)
     refused(sign_in(app, client, phone, login_id), 422, reason)
+
+
+def test_the_ecard_of_an_expired_card_signs_in_nowhere(
+    client: TestClient, app: TestClient, runtime: Runtime, portal: RegisteredClient, zhang: Citizen, phone: Device
+) -> None:
+    # The e-card stands on the physical card it was enrolled with: once that card has expired (still "active" in
+    # the registry until it is replaced) the card itself is refused (card_expired), and so is its e-card.
+    with unit_of_work(runtime.sessions) as db:
+        card = registry_repository.card_by_number(db, zhang.card.card_number)
+        assert card is not None
+        card.expires_on = date.today() - timedelta(days=1)
+    login_id = start_login(client, portal, acr_values=assurance.LOW)
+    refused(sign_in(app, client, phone, login_id), 422, "card_expired")
+    assert client.get(f"/login/{login_id}/status").json()["status"] == "pending"
+    assert _events(runtime) == [("failure", "card_expired")]
 
 
 def test_failed_signatures_are_throttled_per_ecard(
