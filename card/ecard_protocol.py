@@ -35,6 +35,9 @@ ENROL_LABEL = "SSCARD-ECARD-ENROL-1"
 SIGNIN_LABEL = "SSCARD-ECARD-SIGNIN-1"
 SIGNATURE_LEN = 64
 COORDINATE_LEN = 32
+# P-256's field prime: a coordinate is a field element below it (SEC 1 §3.2.2.1). cryptography would reduce a
+# larger one modulo p, taking a second encoding of the same key.
+_P256_PRIME = 2**256 - 2**224 + 2**192 + 2**96 - 1
 # Members a public JWK may carry besides the key itself; anything private is refused outright.
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _FIELD = re.compile(r"[\x21-\x7e]{1,512}")  # printable ASCII, no spaces or line breaks
@@ -84,6 +87,8 @@ def parse_public_jwk(doc: Any) -> tuple[ec.EllipticCurvePublicKey, dict[str, str
     if doc.get("alg", "ES256") != "ES256" or doc.get("use", "sig") != "sig":
         raise JwkError("public_key must be for ES256 signatures")
     x, y = _coordinate(doc.get("x"), "x"), _coordinate(doc.get("y"), "y")
+    if x >= _P256_PRIME or y >= _P256_PRIME:
+        raise JwkError("public_key is not a point on P-256")
     try:
         key = ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()
     except ValueError:

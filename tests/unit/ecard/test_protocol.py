@@ -97,6 +97,24 @@ def test_coordinates_must_be_full_length_and_canonical() -> None:
             protocol.parse_public_jwk(bad)
 
 
+# P-256's field prime: a coordinate is an element of the field, 0 <= c < p (SEC 1 §3.2.2.1).
+_P = 2**256 - 2**224 + 2**192 + 2**96 - 1
+_B = 0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B
+
+
+def test_a_coordinate_beyond_the_field_is_refused_not_reduced() -> None:
+    # (5, y) is on P-256; x + p still fits 32 bytes and names the same point once reduced modulo p: a second
+    # encoding of one key, which the parser must not take (a JWK has one form, as the padding rules say).
+    x = 5
+    rhs = (x**3 - 3 * x + _B) % _P
+    y = pow(rhs, (_P + 1) // 4, _P)
+    assert y * y % _P == rhs
+    good = {"kty": "EC", "crv": "P-256", "x": b64url(x.to_bytes(32, "big")), "y": b64url(y.to_bytes(32, "big"))}
+    assert protocol.parse_public_jwk(good)[1] == good
+    with pytest.raises(protocol.JwkError):
+        protocol.parse_public_jwk({**good, "x": b64url((x + _P).to_bytes(32, "big"))})
+
+
 _scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=60)
 _values = st.recursive(
     _scalars, lambda v: st.lists(v, max_size=3) | st.dictionaries(st.text(max_size=5), v, max_size=3)
