@@ -197,6 +197,8 @@ def redirect_uri_registered(client: OAuthClient, uri: str) -> bool:
         return True
     if client.auth_method != AuthMethod.NONE:
         return False
+    if not (uri.isascii() and uri.isprintable()):
+        return False  # urlsplit drops tabs and line breaks; the browser would be sent to the URI as given
     try:
         parts = urlsplit(uri)
         port = parts.port

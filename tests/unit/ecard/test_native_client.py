@@ -60,6 +60,11 @@ def _client(auth_method: str, uris: list[str]) -> OAuthClient:
         ("http://user@127.0.0.1:4000/callback", False),
         ("https://127.0.0.1:4000/callback", False),
         ("http://127.0.0.2:4000/callback", False),
+        # urlsplit drops tabs and line breaks before comparing, but the browser is sent to the URI as given.
+        ("http://127.0.0.1:4000/callback\n", False),
+        ("http://127.0.0.1:4000/call\tback", False),
+        ("http://127.0.0.1:4000/call\rback", False),
+        ("http://127.0.0.1:4000/callback ", False),
     ],
 )
 def test_any_port_matches_only_for_the_public_clients_loopback_uri(uri: str, ok: bool) -> None:
