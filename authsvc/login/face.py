@@ -79,6 +79,10 @@ def start(runtime: Runtime, db: Session, login: pending.PendingLogin) -> FaceSta
     if subject is None:
         raise FaceRefused(409, "subject_unknown", "sign in with the card or the e-card first: the face is compared "
                           "with the photo of the person they identify")  # fmt: skip
+    # Each start is a session the vendor bills: none for a login that is done or has its face already.
+    progress = pending.status(runtime.store, login)
+    if progress["status"] == "done" or METHOD not in progress["missing"]:
+        raise FaceRefused(409, "method_not_offered", "this sign-in does not need a face check (any more)")
     photo_ref = db.scalar(select(Cardholder.photo_ref).where(Cardholder.subject == subject))
     if not photo_ref:
         raise FaceRefused(409, "no_reference_photo", "there is no reference photo on file for this person")

@@ -136,3 +136,23 @@ def test_a_login_may_start_only_a_few_face_checks(faces: FaceHarness) -> None:
     assert problem(faces.start(login)) == (429, "too_many_attempts")
     assert len(faces.rows(login)) == MAX_STARTS  # the vendor was not asked again
     assert [r.state for r in faces.rows(login)].count("open") == 1
+
+
+def test_no_face_check_starts_for_a_login_that_does_not_need_one(faces: FaceHarness) -> None:
+    # Each start is a session the vendor bills: a login that is done, or has its face already, gets none.
+    done = faces.login()
+    [delivery] = faces.capture(done, "right_person")
+    assert problem(delivery) == OK and faces.status(done)["status"] == "done"
+    opened = len(faces.sandbox.sessions)
+    assert problem(faces.start(done)) == (409, "method_not_offered")
+    assert len(faces.sandbox.sessions) == opened and len(faces.rows(done)) == 1
+
+    faced = faces.login(acr=assurance.HIGH, amr=["sc"])  # a card without its PIN: the face, then the PIN
+    [delivery] = faces.capture(faced, "right_person")
+    assert problem(delivery) == OK
+    assert faces.status(faced)["missing"] == [assurance.METHOD_CARD]  # the face is proven; the PIN is missing
+    opened = len(faces.sandbox.sessions)
+    assert problem(faces.start(faced)) == (409, "method_not_offered")
+    assert len(faces.sandbox.sessions) == opened  # the vendor was not asked
+    assert [r.state for r in faces.rows(faced)] == ["passed"]
+    assert faces.face_state(faced) == {"state": "passed", "expires_in": 0}  # the page's view is unchanged
