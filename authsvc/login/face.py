@@ -108,6 +108,11 @@ def start(runtime: Runtime, db: Session, login: pending.PendingLogin) -> FaceSta
             raise FaceRefused(409, "face_refused", "the face check service cannot check this person") from None
         # Anything else is our request or our account at the vendor: nothing the citizen can change.
         raise FaceRefused(503, "face_unavailable", "the face check service is not available; try again") from None
+    if repository.by_vendor_session(db, liveness.name, opened.session_id) is not None:
+        # Verdicts name the vendor's session: one it gave out before would be another login's, so this answer is
+        # unusable (and recording it would break the unique session id).
+        log.error("face check for login not started: the vendor answered a session id it had given before")
+        raise FaceRefused(503, "face_unavailable", "the face check service is not available; try again")
     expires_at = int(now) + opened.expires_in
     repository.supersede_open(db, login.login_id, datetime.fromtimestamp(now, UTC))
     repository.add(

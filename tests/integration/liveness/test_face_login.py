@@ -156,3 +156,20 @@ def test_no_face_check_starts_for_a_login_that_does_not_need_one(faces: FaceHarn
     assert len(faces.sandbox.sessions) == opened  # the vendor was not asked
     assert [r.state for r in faces.rows(faced)] == ["passed"]
     assert faces.face_state(faced) == {"state": "passed", "expires_in": 0}  # the page's view is unchanged
+
+
+def test_a_vendor_answering_a_session_id_it_gave_before_is_unavailable_not_a_500(faces: FaceHarness) -> None:
+    first, second = faces.login(), faces.login()
+    taken = faces.started(first)
+    opens = faces.sandbox._new_session
+
+    def reused(doc: dict[str, object]) -> dict[str, object]:
+        answer = opens(doc)
+        faces.sandbox.sessions[taken] = faces.sandbox.sessions.pop(answer["session_id"])  # type: ignore[arg-type]
+        return {**answer, "session_id": taken, "capture_url": f"{faces.sandbox.public_url}/capture/{taken}"}
+
+    faces.sandbox._new_session = reused  # type: ignore[method-assign]
+    assert problem(faces.start(second)) == (503, "face_unavailable")
+    assert faces.rows(second) == [] and faces.face_state(second) is None
+    [row] = faces.rows(first)
+    assert (row.state, row.login_id) == ("open", first.login_id)  # the first login's session is untouched
