@@ -60,9 +60,9 @@
       sections[name].hidden = missing.indexOf(name) < 0;
       if (name === "ecard" && wasHidden && !sections[name].hidden) { refreshEcardQr(); }
     }
-    document.getElementById("unavailable").hidden = missing.length === 0 || missing.some(function (m) {
-      return m in sections;
-    });
+    // A pending login's `missing` lists only the methods this deployment offers: empty, the level needs one it
+    // lacks (an empty list never means "nothing missing": the status is "done" then).
+    document.getElementById("unavailable").hidden = missing.some(function (m) { return m in sections; });
   }
 
   function follow(answer) {
