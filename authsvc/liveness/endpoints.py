@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from fastapi import APIRouter, Request, Response
@@ -67,7 +68,8 @@ def verdict_callback(vendor: str, request: Request, body: RawBody, runtime: Runt
     try:
         verdict = adapter.read_callback(request.headers, body, now=liveness.clock())
         # Single use once known genuine (a forger cannot spend nonces); after the window the timestamp refuses it.
-        if not runtime.store.add(f"liveness:nonce:{vendor}:{verdict.nonce}", b"1", verdict.nonce_ttl):
+        nonce_key = f"liveness:nonce:{vendor}:{verdict.nonce}"
+        if not runtime.store.add(nonce_key, b"1", verdict.nonce_ttl):
             return problems.response(Problem(409, "callback_replayed", "this callback's nonce was used already"))
     except CallbackRejected as exc:
         log.warning("liveness callback refused: %s (%s)", exc.reason, exc.message)
@@ -82,6 +84,9 @@ def verdict_callback(vendor: str, request: Request, body: RawBody, runtime: Runt
     except (SQLAlchemyError, RedisError):
         log.exception("liveness verdict not recorded")
         db.rollback()
+        # Nothing of this message is kept, its nonce neither: the vendor may deliver the very same bytes again.
+        with contextlib.suppress(RedisError):
+            runtime.store.take(nonce_key)
         return _retry()
     if applied in _REFUSED:
         status, reason, detail = _REFUSED[applied]

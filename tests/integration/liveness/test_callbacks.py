@@ -201,3 +201,25 @@ def test_signatures_cover_the_exact_body(faces: FaceHarness) -> None:
     assert (answer.status_code, answer.json()["reason"]) == (403, "callback_signature")
     assert answer.headers["content-type"] == "application/problem+json"
     assert wire.H_SIGNATURE in headers and faces.rows(login)[0].state == "open"
+
+
+def test_a_message_answered_retry_may_be_delivered_again_as_it_was(
+    faces: FaceHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "Not recorded; deliver it again": nothing of it is kept, its nonce neither, so the same bytes are applied.
+    login = faces.login()
+    session = faces.sandbox.sessions[faces.started(login)]
+    headers, body = faces.sandbox.signed_callback(session, live=True, score=96.5)
+
+    def down(*_args: object, **_kwargs: object) -> bool:
+        raise OperationalError("UPDATE liveness_sessions", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(repository, "claim_open", down)
+    answer = login.browser.post("/v1/liveness/callbacks/sandbox", content=body, headers=headers)
+    assert (answer.status_code, answer.json()["code"]) == (503, "RETRY")
+    monkeypatch.undo()
+    again = login.browser.post("/v1/liveness/callbacks/sandbox", content=body, headers=headers)
+    assert (again.status_code, again.json()) == (200, {"code": "OK"})
+    assert faces.rows(login)[0].state == "passed" and faces.status(login)["status"] == "done"
+    replayed = login.browser.post("/v1/liveness/callbacks/sandbox", content=body, headers=headers)
+    assert (replayed.status_code, replayed.json()["reason"]) == (409, "callback_replayed")  # once applied, spent
