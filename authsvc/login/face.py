@@ -100,10 +100,11 @@ def start(runtime: Runtime, db: Session, login: pending.PendingLogin) -> FaceSta
         log.error("face check for login not started: %s", exc)
         raise FaceRefused(503, "face_unavailable", "the face check service is not available; try again") from None
     except VendorDeclined as exc:
-        # The vendor's message says why (our request's signature, its clock, ...); it never holds the photo.
-        log.error(
-            "face check refused by the vendor: %s %r (reference %s)", exc.code, exc.message, mask_photo_ref(photo_ref)
-        )
+        # The vendor's message says why (our request's signature, its clock, ...); it may name the photo's id,
+        # which logs only ever show masked.
+        masked = mask_photo_ref(photo_ref)
+        said = exc.message.replace(photo_ref, masked)
+        log.error("face check refused by the vendor: %s %r (reference %s)", exc.code, said, masked)
         if exc.code == "REFERENCE_UNKNOWN":  # the person's photo is not in the vendor's gallery
             raise FaceRefused(409, "face_refused", "the face check service cannot check this person") from None
         # Anything else is our request or our account at the vendor: nothing the citizen can change.

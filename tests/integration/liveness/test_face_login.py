@@ -4,14 +4,18 @@ out cleanly; whoever cannot start a face check is told why."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+
+import pytest
 
 from authsvc.database import unit_of_work
 from authsvc.liveness import wire
 from authsvc.liveness.photos import set_reference_photo
+from authsvc.registry.masking import mask_photo_ref
 from authsvc.tokens import assurance
 from tests.fixtures.service import LiveServer
-from tests.integration.liveness.support import OK, SSN, FaceHarness, harness, problem
+from tests.integration.liveness.support import OK, REFERENCE, SSN, FaceHarness, harness, problem
 
 
 def test_a_live_matching_face_completes_the_login_at_high(faces: FaceHarness) -> None:
@@ -173,3 +177,17 @@ def test_a_vendor_answering_a_session_id_it_gave_before_is_unavailable_not_a_500
     assert faces.rows(second) == [] and faces.face_state(second) is None
     [row] = faces.rows(first)
     assert (row.state, row.login_id) == ("open", first.login_id)  # the first login's session is untouched
+
+
+def test_a_vendor_refusal_naming_the_photo_is_logged_masked(
+    faces: FaceHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuses(doc: dict[str, object]) -> dict[str, object]:
+        return {"code": "REFERENCE_UNKNOWN", "message": f"reference {doc['reference_id']} is not in the gallery"}
+
+    faces.sandbox._new_session = refuses  # type: ignore[method-assign]
+    login = faces.login()
+    with caplog.at_level(logging.INFO):
+        assert problem(faces.start(login)) == (409, "face_refused")
+    assert "REFERENCE_UNKNOWN" in caplog.text and mask_photo_ref(REFERENCE) in caplog.text
+    assert REFERENCE not in caplog.text
