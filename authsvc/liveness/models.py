@@ -33,7 +33,7 @@ class LivenessSession(Base):
     reference_id: Mapped[str] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(16), default=SessionState.OPEN)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)  # indexed for `authsvc purge`
     # The verdict, once one arrived (also a late one, with `late` set): the same verdict again changes nothing, a
     # different one is refused.
     verdict_digest: Mapped[str | None] = mapped_column(String(64))

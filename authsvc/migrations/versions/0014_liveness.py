@@ -45,6 +45,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("vendor", "vendor_session_id", name=op.f("uq_liveness_sessions_vendor")),
     )
     op.create_index(op.f("ix_liveness_sessions_login_id"), "liveness_sessions", ["login_id"])
+    op.create_index(op.f("ix_liveness_sessions_expires_at"), "liveness_sessions", ["expires_at"])
     with op.batch_alter_table("cardholders") as batch:
         batch.add_column(sa.Column("photo_ref", sa.String(length=64), nullable=True))
 
@@ -52,5 +53,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("cardholders") as batch:
         batch.drop_column("photo_ref")
+    op.drop_index(op.f("ix_liveness_sessions_expires_at"), table_name="liveness_sessions")
     op.drop_index(op.f("ix_liveness_sessions_login_id"), table_name="liveness_sessions")
     op.drop_table("liveness_sessions")
