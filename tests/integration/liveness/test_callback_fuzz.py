@@ -18,6 +18,7 @@ from authsvc.config import Settings
 from authsvc.database import unit_of_work
 from authsvc.liveness import wire
 from authsvc.liveness.models import LivenessSession
+from authsvc.liveness.vendor import CallbackRejected
 from authsvc.runtime import Runtime
 from keys.channel_keys import import_key
 
@@ -75,6 +76,9 @@ _json = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
     max_leaves=8,
 )
+# Values of a verdict's own shapes too (another biz_ref or session id, a score in range), not only ones the parser
+# refuses, so that a verdict well-formed but not for this session is tried.
+_near = _json | st.from_regex(wire.BIZ_REF, fullmatch=True) | st.sampled_from(["LV1", "LV2"]) | st.floats(0, 100)
 _header_text = st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=60)
 
 
@@ -91,18 +95,24 @@ def test_any_message_is_refused_with_a_reason(
 @FUZZ
 @given(
     changes=st.dictionaries(
-        st.sampled_from(["session_id", "biz_ref", "live", "score", "event_time"]), _json, min_size=1, max_size=3
+        st.sampled_from(["session_id", "biz_ref", "live", "score", "event_time"]), _near, min_size=1, max_size=3
     )
 )
-def test_signed_bodies_near_a_good_verdict_are_refused_or_name_no_session_of_ours(
+def test_signed_bodies_near_a_good_verdict_for_our_session_are_refused_and_leave_it_alone(
     callbacks: tuple[TestClient, Runtime], changes: dict[str, object]
 ) -> None:
     import time
 
     client, runtime = callbacks
-    doc = {"session_id": "LV2", "biz_ref": BIZ, "live": True, "score": 90.0, "event_time": "2026-11-28T10:00:00Z"}
-    body = wire.dumps({**doc, **changes, "session_id": changes.get("session_id", "LV2")})
+    # Near a good verdict for the open session LV1 itself, so that "changes no session" is something that can fail.
+    doc = {"session_id": "LV1", "biz_ref": BIZ, "live": True, "score": 90.0, "event_time": "2026-11-28T10:00:00Z"}
+    body = wire.dumps({**doc, **changes})
+    try:
+        parsed = wire.parse_callback(body)
+    except CallbackRejected:
+        parsed = None
+    # A well-formed verdict for the real session and its biz_ref is rightly applied; anything else is refused.
+    assume(parsed is None or (parsed.session_id, parsed.biz_ref) != ("LV1", BIZ))
     headers = wire.sign_headers(VENDOR_KEY, wire.CALLBACK, APP_ID, body, now=time.time())
-    assume(changes.get("session_id") != "LV1")  # a well-formed verdict for the real session is rightly applied
     _refused(client.post(URL, content=body, headers=headers))
     _untouched(runtime)
