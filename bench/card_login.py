@@ -37,9 +37,17 @@ from authsvc.cli import prepare  # noqa: E402
 from authsvc.config import Settings  # noqa: E402
 from authsvc.database import unit_of_work  # noqa: E402
 from authsvc.registry import service as registry  # noqa: E402
-from authsvc.registry.ssn import check_character  # noqa: E402
 from authsvc.runtime import Runtime  # noqa: E402
-from bench.harness import REDIS_URL, create_database, drop_database, server_env, start_server  # noqa: E402
+from bench.harness import (  # noqa: E402
+    REDIS_URL,
+    create_database,
+    drop_database,
+    pct,
+    scratch_settings,
+    server_env,
+    ssn_for,
+    start_server,
+)
 from card import kiosk as kiosk_client  # noqa: E402
 from card.apdu import CommandAPDU  # noqa: E402
 from card.application import SoftCard  # noqa: E402
@@ -52,16 +60,6 @@ from tests.fixtures.softcard import evidence, transmit  # noqa: E402
 PIN = "123456"
 TARGET_APDUS = 8
 TARGET_SERVER_MS = 5.0
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def ssn_for(i: int) -> str:
-    first17 = f"110105{1960 + i % 40}0101{i % 1000:03d}"
-    return first17 + check_character(first17)
 
 
 class ServerTiming(httpx.HTTPTransport):
@@ -88,22 +86,18 @@ def server_timing(response: httpx.Response) -> tuple[float, float]:
 
 
 def setup(backend: str, home: Path, port: int, cards: int) -> tuple[Settings, dict[str, str], list[Path], Path, str]:
-    from cryptography.fernet import Fernet
 
-    kek = Fernet.generate_key().decode()
     dbname = ""
     if backend == "postgresql":
         url, dbname = create_database()
         redis_url = REDIS_URL
     else:
         url, redis_url = f"sqlite:///{home / 'sscard.db'}", "memory://"
-    settings = Settings(
-        home=home,
-        database_url=url,
+    settings = scratch_settings(
+        home,
+        url,
+        port,
         redis_url=redis_url,
-        kek=kek,
-        issuer=f"http://127.0.0.1:{port}",
-        redis_prefix=f"sscard-bench:{secrets.token_hex(4)}:",
         # A benchmark hammers one card from one kiosk on purpose; throttling is for failures only.
         throttle_terminal_failures=100000,
     )

@@ -49,39 +49,28 @@ from authsvc.ecard import repository as ecards  # noqa: E402
 from authsvc.ecard.models import Ecard  # noqa: E402
 from authsvc.registry import repository as cards  # noqa: E402
 from authsvc.registry import service as registry  # noqa: E402
-from authsvc.registry.ssn import check_character  # noqa: E402
 from authsvc.runtime import Runtime  # noqa: E402
 from authsvc.tokens import assurance  # noqa: E402
-from bench.harness import REDIS_URL, create_database, drop_database, server_env, start_server  # noqa: E402
+from bench.harness import (  # noqa: E402
+    create_database,
+    drop_database,
+    pct,
+    scratch_settings,
+    server_env,
+    ssn_for,
+    start_server,
+)
 from card import ecard_protocol as protocol  # noqa: E402
 
 PIN = "123456"
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
-
-
-def ssn_for(i: int) -> str:
-    first17 = f"110105{1960 + i % 40}0101{i % 1000:03d}"
-    return first17 + check_character(first17)
-
-
 def setup(home: Path, port: int, people: int) -> tuple[Settings, str, str, list[tuple[str, str]]]:
     """A scratch database with `people` cardholders, each with a card and an enrolled e-card, and a portal.
     Returns the settings, the database name, the portal's client_id and (e-card id, private key PEM) pairs."""
-    from cryptography.fernet import Fernet
 
     url, dbname = create_database()
-    settings = Settings(
-        home=home,
-        database_url=url,
-        redis_url=REDIS_URL,
-        kek=Fernet.generate_key().decode(),
-        issuer=f"http://127.0.0.1:{port}",
-        redis_prefix=f"sscard-bench:{secrets.token_hex(4)}:",
-    )
+    settings = scratch_settings(home, url, port)
     runtime = Runtime(settings)
     prepare(runtime, migrate=True)
     devices = []

@@ -18,6 +18,38 @@ PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
+def scratch_settings(home: Path, database_url: str, port: int, **extra: Any) -> Any:
+    """The service's settings for a bench: its scratch database, the local Redis under a key prefix of its own, a new
+    KEK, and `extra` settings."""
+    from cryptography.fernet import Fernet
+
+    from authsvc.config import Settings
+
+    values: dict[str, Any] = {
+        "home": home,
+        "database_url": database_url,
+        "redis_url": REDIS_URL,
+        "kek": Fernet.generate_key().decode(),
+        "issuer": f"http://127.0.0.1:{port}",
+        "redis_prefix": f"sscard-bench:{secrets.token_hex(4)}:",
+    }
+    return Settings(**{**values, **extra})
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-quantile (nearest rank) of `values`; 0 for none."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+def ssn_for(i: int) -> str:
+    """The i-th of a thousand distinct valid social security numbers (GB 11643 check character)."""
+    from authsvc.registry.ssn import check_character
+
+    first17 = f"110105{1960 + i % 40}0101{i % 1000:03d}"
+    return first17 + check_character(first17)
+
+
 def server_env(settings: Any, **extra: str) -> dict[str, str]:
     """The environment `authsvc serve` needs to run on the bench's settings (its database, store, KEK and issuer),
     plus `extra` settings as SSCARD_<NAME>."""

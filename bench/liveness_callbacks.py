@@ -34,13 +34,11 @@ from typing import Any
 
 import httpx
 import psycopg
-from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from authsvc.cli import prepare  # noqa: E402
-from authsvc.config import Settings  # noqa: E402
 from authsvc.database import unit_of_work  # noqa: E402
 from authsvc.liveness import wire  # noqa: E402
 from authsvc.liveness.models import LivenessSession  # noqa: E402
@@ -48,7 +46,7 @@ from authsvc.login import pending  # noqa: E402
 from authsvc.registry import service as registry  # noqa: E402
 from authsvc.runtime import Runtime  # noqa: E402
 from authsvc.tokens import assurance  # noqa: E402
-from bench.harness import REDIS_URL, create_database, drop_database, server_env, start_server  # noqa: E402
+from bench.harness import create_database, drop_database, scratch_settings, server_env, start_server  # noqa: E402
 from bench.payments import bench_insert, children, cpu_seconds, pg_backends, pg_url  # noqa: E402
 from keys.channel_keys import import_key  # noqa: E402
 
@@ -63,15 +61,7 @@ def setup_service(home: Path, count: int) -> tuple[dict[str, str], str, str, wir
     cardholder, and `count` pending logins each waiting for its face verdict: their (vendor session id, biz_ref)."""
     url, dbname = create_database()
     liveness = {"liveness_vendor": VENDOR, "liveness_base_url": "http://127.0.0.1:9", "liveness_app_id": APP_ID}
-    settings = Settings(
-        home=home,
-        database_url=url,
-        redis_url=REDIS_URL,
-        kek=Fernet.generate_key().decode(),
-        issuer=f"http://127.0.0.1:{PORT}",
-        redis_prefix=f"sscard-bench:{secrets.token_hex(4)}:",
-        **liveness,  # type: ignore[arg-type]
-    )
+    settings = scratch_settings(home, url, PORT, **liveness)
     runtime = Runtime(settings)
     prepare(runtime, migrate=True)
     vendor_key, ours = wire.SigningKey.generate("vendor-1"), wire.SigningKey.generate("sscard-1")

@@ -46,7 +46,6 @@ from typing import Any
 
 import httpx
 import psycopg
-from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -54,10 +53,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from authsvc.cli import prepare  # noqa: E402
-from authsvc.config import Settings  # noqa: E402
 from authsvc.database import unit_of_work  # noqa: E402
 from authsvc.runtime import Runtime  # noqa: E402
-from bench.harness import REDIS_URL, create_database, drop_database, server_env, start_server  # noqa: E402
+from bench.harness import create_database, drop_database, scratch_settings, server_env, start_server  # noqa: E402
 from payments.channels.wechatpay_bill import BillRow, parse, render  # noqa: E402
 from payments.reconciliation.matching import CHINA  # noqa: E402
 from payments.reconciliation.service import StatementSource, reconcile, report  # noqa: E402
@@ -117,18 +115,9 @@ def setup_service(home: Path) -> tuple[dict[str, str], str, str, rsa.RSAPrivateK
     """A scratch database with WeChat Pay configured as an operator would: settings plus imported keys."""
     from keys import channel_keys
 
-    kek = Fernet.generate_key().decode()
     url, dbname = create_database()
     channel_settings = {"payment_channels": "wechatpay", "wechatpay_mchid": MCHID, "wechatpay_appid": APPID}
-    settings = Settings(
-        home=home,
-        database_url=url,
-        redis_url=REDIS_URL,
-        kek=kek,
-        issuer=f"http://127.0.0.1:{PORT}",
-        redis_prefix=f"sscard-bench:{secrets.token_hex(4)}:",
-        **channel_settings,  # type: ignore[arg-type]
-    )
+    settings = scratch_settings(home, url, PORT, **channel_settings)
     runtime = Runtime(settings)
     prepare(runtime, migrate=True)
     platform = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -322,7 +311,7 @@ def bill_rows(lines: int, skip: set[int], mismatch: set[int], extra: int) -> Ite
 def bench_reconciliation(args: argparse.Namespace, home: Path) -> dict[str, Any]:
     url, dbname = create_database()
     try:
-        settings = Settings(home=home, database_url=url, redis_url=REDIS_URL, kek=Fernet.generate_key().decode())
+        settings = scratch_settings(home, url, PORT)
         runtime = Runtime(settings)
         prepare(runtime, migrate=True)
         n, planted = args.lines, 10

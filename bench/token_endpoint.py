@@ -52,7 +52,7 @@ from authsvc.database import unit_of_work  # noqa: E402
 from authsvc.oauth import grants  # noqa: E402
 from authsvc.runtime import Runtime  # noqa: E402
 from authsvc.tokens import issuing  # noqa: E402
-from bench.harness import create_database, drop_database, server_env, start_server  # noqa: E402
+from bench.harness import create_database, drop_database, scratch_settings, server_env, start_server  # noqa: E402
 from tests.fixtures.oidc import basic_auth  # noqa: E402
 
 # For scale (issue 3): Keycloak's sizing guide budgets 120 client-credentials grants/s per vCPU; Ory Hydra published
@@ -104,19 +104,9 @@ def lua_string(value: str) -> str:
 
 
 def setup(home: Path, port: int, refresh_tokens: int) -> tuple[dict[str, str], dict[str, str], Settings, str]:
-    from cryptography.fernet import Fernet
 
-    kek = Fernet.generate_key().decode()
     url, dbname = create_database()
-    settings = Settings(
-        home=home,
-        database_url=url,
-        redis_url="redis://127.0.0.1:6379/0",
-        kek=kek,
-        issuer=f"http://127.0.0.1:{port}",
-        redis_prefix=f"sscard-bench:{secrets.token_hex(4)}:",
-        access_token_ttl=3600,
-    )
+    settings = scratch_settings(home, url, port, access_token_ttl=3600)
     runtime = Runtime(settings)
     prepare(runtime, migrate=True)
     made: dict[str, str] = {}
