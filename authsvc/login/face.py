@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -155,7 +156,8 @@ def state(runtime: Runtime, login: pending.PendingLogin) -> dict[str, Any] | Non
     doc = _current(runtime, login.login_id)
     if doc is None:
         return None
-    left = max(0, int(doc["expires_at"] - runtime.liveness.clock()))
+    # Rounded up: in a session's last second a verdict still counts (verdicts.py), so the page still waits.
+    left = max(0, math.ceil(doc["expires_at"] - runtime.liveness.clock()))
     shown = doc["state"]
     if shown == "waiting" and left == 0:
         shown = "timed_out"

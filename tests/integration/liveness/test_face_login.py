@@ -191,3 +191,24 @@ def test_a_vendor_refusal_naming_the_photo_is_logged_masked(
         assert problem(faces.start(login)) == (409, "face_refused")
     assert "REFERENCE_UNKNOWN" in caplog.text and mask_photo_ref(REFERENCE) in caplog.text
     assert REFERENCE not in caplog.text
+
+
+def test_the_page_says_timed_out_exactly_when_a_verdict_would_be_late(faces: FaceHarness) -> None:
+    # In the last second of a session the verdict still counts, so the page must not say it did not arrive in time.
+    login = faces.login()
+    session_id = faces.started(login)
+    expires_at = faces.rows(login)[0].expires_at.timestamp()
+    faces.runtime.liveness.clock = lambda: expires_at - 0.5
+    assert faces.face_state(login) == {"state": "waiting", "expires_in": 1}
+    faces.runtime.liveness.clock = lambda: expires_at
+    assert faces.face_state(login) == {"state": "timed_out", "expires_in": 0}
+    [late] = faces.sandbox.capture(session_id, "right_person")
+    assert problem(late) == OK and faces.rows(login)[0].late and faces.status(login)["status"] == "pending"
+
+    faces.move_clock(0)
+    second = faces.login()
+    session_id = faces.started(second)
+    expires_at = faces.rows(second)[0].expires_at.timestamp()
+    faces.runtime.liveness.clock = lambda: expires_at - 0.5
+    [in_time] = faces.sandbox.capture(session_id, "right_person")
+    assert problem(in_time) == OK and faces.status(second)["status"] == "done"
