@@ -66,7 +66,7 @@ def qr(runtime: Runtime, login: pending.PendingLogin) -> QrCode:
     """A fresh QR URL for the bound browser; it voids the one shown before. Only while the e-card is among the
     methods this login still needs (the page shows the code then): at a level an e-card adds nothing to, none."""
     proven = pending.proven(runtime.store, login)
-    if METHOD not in methods.offered(runtime, assurance.missing(proven, login.request.acr)):
+    if METHOD not in methods.offered(runtime, proven, login.request.acr):
         raise EcardRefused(409, "method_not_offered", "this sign-in does not need the e-card (any more)")
     token = secrets.token_urlsafe(24)
     ttl = max(1, min(runtime.settings.ecard_qr_ttl, login.seconds_left()))
@@ -189,7 +189,10 @@ def approve(runtime: Runtime, db: Session, login_id: str, ecard_id: str, signatu
     _audit(db, "success", None, login, row)
     if progress.done:
         return {"status": "done", "acr": progress.auth.acr, "amr": progress.auth.amr}
-    answer: dict[str, Any] = {"status": "partial", "missing": methods.offered(runtime, progress.missing)}
+    answer: dict[str, Any] = {
+        "status": "partial",
+        "missing": methods.offered(runtime, progress.auth.amr, login.request.acr),
+    }
     if assurance.METHOD_FACE in answer["missing"]:
         answer["face"] = _start_face(runtime, db, login)
     return answer

@@ -72,7 +72,7 @@ def login_page(login_id: str, request: Request, runtime: RuntimeDep) -> Response
         acr=wanted.acr,
         step_up=wanted.step_up,
         missing=missing,
-        offered=methods.offered(runtime, missing),
+        offered=methods.offered(runtime, pending.proven(runtime.store, login), wanted.acr),
         messages=messages,
         switch_url=f"/login/{login_id}?lang={pages.LOCALES[1 - pages.LOCALES.index(locale)]}",
     )
@@ -161,7 +161,8 @@ def card_complete(login_id: str, runtime: RuntimeDep, db: DbSession, body: RawBo
     auth = progress.auth
     answer = {"status": "done" if progress.done else "partial", "acr": auth.acr, "amr": auth.amr}
     if not progress.done:
-        answer["missing"] = methods.offered(runtime, progress.missing)
+        login = pending.get(runtime.store, login_id)
+        answer["missing"] = [] if login is None else methods.offered(runtime, auth.amr, login.request.acr)
     return JSONResponse(answer, headers=NO_STORE)
 
 

@@ -17,9 +17,10 @@ def available(runtime: Runtime) -> frozenset[str]:
     return frozenset(names)
 
 
-def offered(runtime: Runtime, missing: list[str]) -> list[str]:
-    have = available(runtime)
-    return [m for m in missing if m in have]
+def offered(runtime: Runtime, amr: list[str], wanted: str) -> list[str]:
+    """The methods to offer a login that has proven `amr` and must reach `wanted`: the first steps of the smallest
+    sets of the methods this deployment has that get there (none: the level is out of reach here)."""
+    return assurance.missing(amr, wanted, among=available(runtime))
 
 
 def status(runtime: Runtime, login: pending.PendingLogin) -> dict[str, Any]:
@@ -28,7 +29,7 @@ def status(runtime: Runtime, login: pending.PendingLogin) -> dict[str, Any]:
     answer = pending.status(runtime.store, login)
     if answer["status"] == "done":
         return answer
-    answer["missing"] = offered(runtime, answer["missing"])
+    answer["missing"] = offered(runtime, pending.proven(runtime.store, login), login.request.acr)
     state = face.state(runtime, login)
     if state is not None:
         answer["face"] = state

@@ -94,14 +94,17 @@ def card_login(*, generation: int, pin_verified: bool) -> tuple[str, list[str]]:
     return level, amr
 
 
-def missing(amr: Iterable[str], wanted: str) -> list[str]:
+def missing(amr: Iterable[str], wanted: str, *, among: Iterable[str] | None = None) -> list[str]:
     """The methods worth offering next to a login that has proven `amr` and must reach `wanted`: the first steps of
     the smallest sets of methods that get there. A face check needs a possession factor first (it is compared with
-    the photo of the person that factor identified), so it is offered only then. Empty once `wanted` is reached."""
+    the photo of the person that factor identified), so it is offered only then. Empty once `wanted` is reached.
+    `among`: the methods a deployment has (default all); the sets are chosen among them only, so a method that gets
+    nowhere without a missing one is not offered, and a level out of reach offers nothing."""
     have = frozenset(amr)
     if satisfies(grade(have)[0], wanted):
         return []
-    methods = [m for m in METHOD_CHECKS if not METHOD_CHECKS[m] <= have]
+    there = frozenset(METHOD_CHECKS if among is None else among)
+    methods = [m for m in METHOD_CHECKS if m in there and not METHOD_CHECKS[m] <= have]
     enough: list[frozenset[str]] = []
     for size in range(1, len(methods) + 1):
         for chosen in combinations(methods, size):

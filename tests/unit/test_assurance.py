@@ -75,6 +75,22 @@ def test_only_the_missing_checks_are_offered(have: list[str], wanted: str, offer
     assert assurance.missing(have, wanted) == offered
 
 
+@pytest.mark.parametrize(
+    ("have", "wanted", "offered"),
+    [
+        ([], LOW, ["card", "ecard"]),
+        ([], SUBSTANTIAL, ["card"]),  # the e-card needs a face to get there, which this deployment lacks
+        (["hwk"], SUBSTANTIAL, ["card"]),
+        ([], HIGH, []),  # out of reach here: nothing is worth starting
+        (["sc", "pin"], HIGH, []),
+    ],
+)
+def test_only_methods_the_deployment_has_are_counted(have: list[str], wanted: str, offered: list[str]) -> None:
+    # Without a face check: the smallest sets are chosen among the methods there are, so no method is offered
+    # that leads nowhere here, and a level out of reach offers none.
+    assert assurance.missing(have, wanted, among={"card", "ecard"}) == offered
+
+
 @given(st.lists(st.sampled_from(["sc", "hwk", "pin", "face", "mfa", "otp"])), st.sampled_from(assurance.LEVELS))
 def test_every_offered_method_leads_towards_the_level(have: list[str], wanted: str) -> None:
     offered = assurance.missing(have, wanted)

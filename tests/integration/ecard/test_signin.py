@@ -68,6 +68,13 @@ def phone(client: TestClient, runtime: Runtime, zhang: Citizen) -> Device:
 
 
 @pytest.fixture
+def face_offered(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deployment with a face check (a vendor configured): the e-card then leads to substantial (with the face),
+    so the policy offers it there. These tests stop before any face check starts."""
+    monkeypatch.setattr(runtime.liveness, "available", lambda: True)
+
+
+@pytest.fixture
 def app(client: TestClient) -> TestClient:
     """The phone: another HTTP client, without the browser's cookies."""
     return TestClient(client.app)
@@ -125,11 +132,22 @@ def test_only_the_browser_that_started_the_login_gets_a_qr_code(
 
 
 def test_no_qr_code_where_the_ecard_adds_nothing(
-    client: TestClient, app: TestClient, portal: RegisteredClient, phone: Device
+    client: TestClient,
+    app: TestClient,
+    runtime: Runtime,
+    portal: RegisteredClient,
+    phone: Device,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     high = start_login(client, portal, acr_values=assurance.HIGH)  # card + PIN + face: an e-card is none of them
     refused(client.get(f"/login/{high}/ecard"), 409, "method_not_offered")
+    assert client.get(f"/login/{high}/status").json()["missing"] == []  # out of reach without a face check
+    # Without a face check here, the e-card cannot lead to substantial (card + PIN must, and alone does).
     substantial = start_login(client, portal, acr_values=assurance.SUBSTANTIAL)
+    refused(client.get(f"/login/{substantial}/ecard"), 409, "method_not_offered")
+    assert client.get(f"/login/{substantial}/status").json()["missing"] == ["card"]
+    monkeypatch.setattr(runtime.liveness, "available", lambda: True)  # with one, the e-card then a face
+    assert client.get(f"/login/{substantial}/status").json()["missing"] == ["card", "ecard"]
     assert sign_in(app, client, phone, substantial).json()["status"] == "partial"
     refused(client.get(f"/login/{substantial}/ecard"), 409, "method_not_offered")  # proven already
 
@@ -262,6 +280,7 @@ def test_failed_signatures_are_throttled_per_ecard(
     assert client.get(f"/login/{login_id}/status").json()["last_failure"]["reason"] == "throttled"
 
 
+@pytest.mark.usefixtures("face_offered")
 def test_ecard_and_card_add_up_to_substantial(
     client: TestClient, app: TestClient, runtime: Runtime, portal: RegisteredClient, zhang: Citizen, phone: Device
 ) -> None:
@@ -275,6 +294,7 @@ def test_ecard_and_card_add_up_to_substantial(
     assert client.get(f"/login/{login_id}/status").json() == {"status": "done"}
 
 
+@pytest.mark.usefixtures("face_offered")
 def test_another_persons_ecard_or_card_cannot_add_to_a_login(
     client: TestClient, app: TestClient, runtime: Runtime, portal: RegisteredClient, tmp_path: Path, phone: Device
 ) -> None:
