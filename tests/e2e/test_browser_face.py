@@ -20,13 +20,13 @@ import httpx
 import pytest
 import uvicorn
 
-from authsvc import demo_browser
 from authsvc.clients.models import AuthMethod
 from authsvc.demo_portal import PortalConfig, create_portal, serve_in_thread
 from authsvc.login import pending
 from authsvc.tokens import assurance
 from card import cryptogram
 from card.request_signing import b64url_decode
+from tests.e2e.browser import chromium_page
 from tests.fixtures.oidc import register_client
 from tests.fixtures.service import PIN, LiveServer, free_port, issue
 from tests.fixtures.softcard import evidence, open_card
@@ -70,17 +70,8 @@ def portal(faces: FaceHarness) -> Iterator[Portal]:
 
 @pytest.fixture
 def page(faces: FaceHarness) -> Iterator[Page]:
-    reason = demo_browser.unavailable()
-    if reason is not None:
-        pytest.fail(reason)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=demo_browser.CHROMIUM, args=demo_browser.CHROMIUM_ARGS)
-        try:
-            yield browser.new_context(locale="en-US").new_page()
-        finally:
-            browser.close()
+    with chromium_page() as opened:
+        yield opened
 
 
 def _login_id(page: Page) -> str:
