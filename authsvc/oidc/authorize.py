@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from authsvc.audit import service as audit
 from authsvc.clients import service as clients
-from authsvc.clients.models import GrantType, OAuthClient
+from authsvc.clients.models import AuthMethod, GrantType, OAuthClient
 from authsvc.deps import DbSession, RawBody, RuntimeDep
 from authsvc.login import pending
 from authsvc.login.pages import choose_locale, error_page
@@ -267,7 +267,11 @@ def _proceed(
     recent = session is not None and (
         checked.max_age is None or int(time.time()) - int(session.auth_time.timestamp()) <= checked.max_age
     )
-    reusable = session is not None and recent and "login" not in checked.prompt
+    # A public client (an RFC 8252 native app) cannot prove it is the app it names: any program on the device may use
+    # its client_id with a loopback redirect. A session is never made into its code, or into a step-up, without the
+    # citizen signing in at the login page (RFC 8252 §8.6); the e-card app's token would enrol a key otherwise.
+    native = client.auth_method == AuthMethod.NONE
+    reusable = session is not None and recent and "login" not in checked.prompt and not native
     if reusable and session is not None and satisfies(session.acr, wanted.acr):
         return respond_with_code(db, runtime, session, wanted, silent=True)
     if "none" in checked.prompt:

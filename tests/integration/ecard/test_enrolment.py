@@ -22,7 +22,7 @@ from authsvc.runtime import Runtime
 from authsvc.tokens import assurance
 from card import ecard_protocol as protocol
 from card.request_signing import b64url
-from tests.fixtures.oidc import RegisteredClient
+from tests.fixtures.oidc import RegisteredClient, register_client
 from tests.integration.ecard.support import (
     Citizen,
     app_client,
@@ -34,6 +34,7 @@ from tests.integration.ecard.support import (
     refused,
     token,
 )
+from tests.integration.sso import authorize, login_id_of, query_of, request_for, sign_with_card
 
 
 @pytest.fixture
@@ -97,6 +98,22 @@ def test_the_app_is_a_public_native_client_with_any_loopback_port(runtime: Runti
         assert not clients.redirect_uri_registered(row, "http://localhost:51234/callback")
         assert not clients.redirect_uri_registered(row, "https://127.0.0.1:51234/callback")
         assert not clients.redirect_uri_registered(row, "http://evil@127.0.0.1:51234/callback")
+
+
+def test_a_session_signs_the_app_in_only_with_the_citizen_at_the_login_page(
+    client: TestClient, runtime: Runtime, app: RegisteredClient, zhang: Citizen
+) -> None:
+    # Any program on the device can name the app's client_id with a loopback redirect (RFC 8252 §8.6): a browser
+    # session, however recent and high, never hands it a code by itself, or it could enrol a key of its own.
+    portal = register_client(runtime, name="社保查询", acr_values=list(assurance.LEVELS))
+    login_id = login_id_of(authorize(client, request_for(portal, acr_values=assurance.SUBSTANTIAL)))
+    assert sign_with_card(TestClient(client.app), login_id, zhang.card.path).status_code == 200
+    assert "code" in query_of(client.get(f"/login/{login_id}/continue", follow_redirects=False).headers["location"])
+    assert "code" in query_of(authorize(client, request_for(portal, acr_values=assurance.LOW)).headers["location"])
+    native = {"redirect_uri": "http://127.0.0.1:50001/callback", "scope": "openid ecard"}
+    login_id_of(authorize(client, request_for(app, acr_values=assurance.LOW, **native)))  # the login page
+    refused = query_of(authorize(client, request_for(app, prompt="none", **native)).headers["location"])
+    assert refused["error"] == "login_required" and "code" not in refused
 
 
 @pytest.mark.parametrize(
