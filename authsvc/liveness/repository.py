@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from authsvc.liveness.models import LivenessSession, SessionState
+from authsvc.registry.models import Cardholder
 
 
 def add(db: Session, row: LivenessSession) -> None:
@@ -31,6 +32,13 @@ def by_vendor_session(db: Session, vendor: str, session_id: str) -> LivenessSess
 def for_login(db: Session, login_id: str) -> list[LivenessSession]:
     query = select(LivenessSession).where(LivenessSession.login_id == login_id).order_by(LivenessSession.id)
     return list(db.scalars(query))
+
+
+def serialise_starts(db: Session, subject: str) -> None:
+    """Hold the person's registry row until this transaction ends, so that face checks started at once for them
+    supersede one another in turn: on PostgreSQL `supersede_open` cannot see a session another start has added but
+    not committed yet. (SQLite serialises its writers anyway; FOR UPDATE means nothing there.)"""
+    db.execute(select(Cardholder.id).where(Cardholder.subject == subject).with_for_update())
 
 
 def supersede_open(db: Session, login_id: str, now: datetime) -> None:

@@ -116,6 +116,7 @@ def start(runtime: Runtime, db: Session, login: pending.PendingLogin) -> FaceSta
         log.error("face check for login not started: the vendor answered a session id it had given before")
         raise FaceRefused(503, "face_unavailable", "the face check service is not available; try again")
     expires_at = int(now) + opened.expires_in
+    repository.serialise_starts(db, subject)  # a second start at once waits here for this one's commit
     repository.supersede_open(db, login.login_id, datetime.fromtimestamp(now, UTC))
     repository.add(
         db,

@@ -4,7 +4,9 @@ out cleanly; whoever cannot start a face check is told why."""
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -15,7 +17,7 @@ from authsvc.liveness.photos import set_reference_photo
 from authsvc.registry.masking import mask_photo_ref
 from authsvc.tokens import assurance
 from tests.fixtures.service import LiveServer
-from tests.integration.liveness.support import OK, REFERENCE, SSN, FaceHarness, harness, problem
+from tests.integration.liveness.support import OK, REFERENCE, SSN, FaceHarness, Login, harness, problem
 
 
 def test_a_live_matching_face_completes_the_login_at_high(faces: FaceHarness) -> None:
@@ -212,3 +214,31 @@ def test_the_page_says_timed_out_exactly_when_a_verdict_would_be_late(faces: Fac
     faces.runtime.liveness.clock = lambda: expires_at - 0.5
     [in_time] = faces.sandbox.capture(session_id, "right_person")
     assert problem(in_time) == OK and faces.status(second)["status"] == "done"
+
+
+def _start_together(faces: FaceHarness, login: Login) -> list[int]:
+    barrier = threading.Barrier(2)
+    answers: list[int] = []
+
+    def start() -> None:
+        barrier.wait()
+        answers.append(faces.start(login).status_code)
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers
+
+
+def test_two_starts_at_once_leave_one_face_check_open(faces: FaceHarness) -> None:
+    # A double click or two tabs: each start supersedes the one before, also when they overlap (on PostgreSQL the
+    # other's uncommitted session was invisible, and both stayed open, either one's verdict completing the login).
+    for _ in range(3):
+        login = faces.login()
+        assert _start_together(faces, login) == [200, 200]
+        first, second = faces.rows(login)
+        assert (first.state, second.state) == ("superseded", "open")
+        shown = faces.runtime.store.get(f"pending:face:{login.login_id}")
+        assert shown is not None and json.loads(shown)["biz_ref"] == second.biz_ref  # the page shows the open one
