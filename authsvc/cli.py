@@ -526,9 +526,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "purge",
         cmd_purge,
-        "delete SSO sessions, grants with their refresh tokens, and settled back-channel logout deliveries that "
-        "ended, expired, were revoked or were settled more than --keep-days ago; prints the counts as JSON "
-        "(schedule it with cron or a systemd timer)",
+        "delete SSO sessions, grants with their refresh tokens, settled back-channel logout deliveries and liveness "
+        "sessions that ended, expired, were revoked or were settled more than --keep-days ago; prints the counts as "
+        "JSON (schedule it with cron or a systemd timer)",
     )
     p.add_argument("--keep-days", type=_count(0, 36500), default=30, help="how long dead rows are kept (default 30)")
     # Each batch is one short transaction; the upper bound keeps a batch's key list within SQLite's bound parameters.

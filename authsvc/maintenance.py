@@ -13,6 +13,9 @@ What goes, once it has been dead for longer than `keep`:
   anyway; its revocation keeps reaching its access tokens through the shared store, not through the row.
 - a logout delivery delivered or given up (`failed`) before the cutoff. A pending delivery is never deleted,
   however old: it is a logout a portal has not heard of yet.
+- a liveness session (a face check, authsvc/liveness/) whose time ended before the cutoff, whatever its state: its
+  login is long gone, and a verdict for it now could only be recorded as late. One that still comes is answered
+  `session_unknown`, which stops the vendor's retries too.
 
 What stays: live sessions, live grants and every refresh token of a live grant, spent or not. A spent token is
 what reuse detection needs (RFC 9700 §4.14.2): presenting it again revokes the grant, because it may be a stolen
@@ -35,10 +38,11 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Column, Table, delete, or_, select
+from sqlalchemy import Column, ColumnElement, Table, delete, or_, select
 from sqlalchemy.orm import Session
 
 from authsvc.audit import service as audit
+from authsvc.liveness.models import LivenessSession
 from authsvc.oauth.models import OAuthGrant, RefreshToken
 from authsvc.sessions.models import DeliveryStatus, LogoutDelivery, SsoSession, SsoSessionClient
 
@@ -49,6 +53,8 @@ _SESSION_CLIENTS: Table = SsoSessionClient.__table__  # type: ignore[assignment]
 _GRANTS: Table = OAuthGrant.__table__  # type: ignore[assignment]
 _TOKENS: Table = RefreshToken.__table__  # type: ignore[assignment]
 _DELIVERIES: Table = LogoutDelivery.__table__  # type: ignore[assignment]
+_LIVENESS: Table = LivenessSession.__table__  # type: ignore[assignment]
+
 
 @dataclass
 class PurgeReport:
@@ -57,6 +63,7 @@ class PurgeReport:
     grants: int = 0
     refresh_tokens: int = 0
     logout_deliveries: int = 0
+    liveness_sessions: int = 0
 
     def counts(self) -> dict[str, int]:
         return asdict(self)
@@ -95,6 +102,8 @@ def purge(db: Session, *, now: datetime, keep: timedelta, batch: int) -> PurgeRe
         report.refresh_tokens += children
 
     report.logout_deliveries = _purge_deliveries(db, cutoff, batch)
+    expiry = _LIVENESS.c.expires_at
+    report.liveness_sessions = _purge_rows(db, _LIVENESS, expiry < cutoff, expiry, batch)
 
     audit.record(
         db,
@@ -152,10 +161,16 @@ def _purge_deliveries(db: Session, cutoff: datetime, batch: int) -> int:
         & (d.next_attempt_at < cutoff)
         & or_(d.delivered_at.is_(None), d.delivered_at < cutoff)
     )
+    return _purge_rows(db, _DELIVERIES, dead, d.next_attempt_at, batch)
+
+
+def _purge_rows(db: Session, table: Table, dead: ColumnElement[bool], order: Column[Any], batch: int) -> int:
+    """Delete the rows of a table without children that are `dead`, `batch` at a time in the order of `order`
+    (the indexed column that makes them dead), each batch its own transaction."""
     total = 0
     while True:
-        doomed = select(d.id).where(dead).order_by(d.next_attempt_at).limit(batch)
-        deleted = _rowcount(db.execute(delete(_DELIVERIES).where(d.id.in_(doomed))))
+        doomed = select(table.c.id).where(dead).order_by(order).limit(batch)
+        deleted = _rowcount(db.execute(delete(table).where(table.c.id.in_(doomed))))
         db.commit()
         total += deleted
         if deleted < batch:

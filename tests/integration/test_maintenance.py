@@ -194,6 +194,7 @@ def test_each_kind_goes_only_once_dead_longer_than_keep_in_bounded_batches(runti
         "grants": 4,
         "refresh_tokens": 3 + 3,
         "logout_deliveries": 3,
+        "liveness_sessions": 0,
     }
     assert _ids(runtime, SsoSession.id) == kept_sessions and len(gone_sessions) == 6
     assert _ids(runtime, SsoSessionClient.session_id) == kept_sessions
@@ -274,7 +275,6 @@ def test_purge_refuses_arguments_that_would_reach_live_rows(runtime: Runtime) ->
     assert _purge_events(runtime) == []
 
 
-
 def test_the_command_prints_the_counts_as_json(cli_env: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
     now = utcnow()
     client_id = register_client(cli_env).client_id
@@ -285,11 +285,21 @@ def test_the_command_prints_the_counts_as_json(cli_env: Runtime, capsys: pytest.
 
     assert main(["purge", "--keep-days", "45"]) == 0
     assert json.loads(capsys.readouterr().out) == {
-        "sessions": 0, "session_clients": 0, "grants": 1, "refresh_tokens": 1, "logout_deliveries": 0,
+        "sessions": 0,
+        "session_clients": 0,
+        "grants": 1,
+        "refresh_tokens": 1,
+        "logout_deliveries": 0,
+        "liveness_sessions": 0,
     }
     assert main(["purge", "--batch", "1"]) == 0  # the default keep, 30 days
     assert json.loads(capsys.readouterr().out) == {
-        "sessions": 2, "session_clients": 4, "grants": 0, "refresh_tokens": 0, "logout_deliveries": 0,
+        "sessions": 2,
+        "session_clients": 4,
+        "grants": 0,
+        "refresh_tokens": 0,
+        "logout_deliveries": 0,
+        "liveness_sessions": 0,
     }
     assert _ids(cli_env, SsoSession.id) == {live}
     assert len(_purge_events(cli_env)) == 2
