@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from authsvc.clients import service as clients
 from authsvc.clients.models import AuthMethod, GrantType, OAuthClient
@@ -73,3 +77,37 @@ def test_any_port_matches_only_for_the_public_clients_loopback_uri(uri: str, ok:
         # A confidential client's redirect URIs stay exact, loopback or not.
         confidential = _client(AuthMethod.CLIENT_SECRET_BASIC, ["http://127.0.0.1/callback"])
         assert not clients.redirect_uri_registered(confidential, uri)
+
+
+_HOSTS = ["http://127.0.0.1", "HTTP://127.0.0.1", "http://[::1]", "http://user@127.0.0.1", "http://:x@127.0.0.1",
+          "http://127.0.0.1.", "https://127.0.0.1", "http://localhost"]  # fmt: skip
+_PORTS = ["", ":4000", ":0", ":99999", ":０", ":4000@evil.example", ":4000\\@evil.example", ":+1", ":"]
+_NOISE = ["", "\t", "\n", "\r", " ", "?", "?x", "#", "%0a", "/..", "\\", "@"]
+
+
+def _near(host: str, port: str, noise: str, at: int) -> str:
+    """The registered URI with a port, and one odd piece somewhere in its path."""
+    return host + port + "/callback"[:at] + noise + "/callback"[at:]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=60),
+        st.builds(
+            _near,
+            st.sampled_from(_HOSTS),
+            st.sampled_from(_PORTS),
+            st.sampled_from(_NOISE),
+            st.integers(min_value=0, max_value=len("/callback")),
+        ),
+    )
+)
+def test_any_port_matching_takes_only_the_registered_uri_with_a_port(uri: str) -> None:
+    # Whatever the string, a bool comes out; True only for the registered URI with some port, nothing that a browser
+    # would read as another host, path or query.
+    client = _client(AuthMethod.NONE, ["http://127.0.0.1/callback"])
+    if clients.redirect_uri_registered(client, uri):
+        assert uri.isascii() and uri.isprintable() and "@" not in uri and "\\" not in uri
+        parts = urlsplit(uri)
+        assert (parts.hostname, parts.path, parts.query, parts.fragment) == ("127.0.0.1", "/callback", "", "")
