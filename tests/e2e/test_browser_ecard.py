@@ -12,29 +12,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from authsvc import demo_browser
-from authsvc.clients.models import AuthMethod
-from authsvc.demo_portal import PortalConfig, create_portal, serve_in_thread
 from authsvc.ecard import demo
 from authsvc.liveness.sandbox import LivenessSandbox
 from authsvc.tokens import assurance
-from tests.fixtures.oidc import register_client
+from tests.e2e.browser import Portal, demo_portal
 from tests.fixtures.service import PIN, LiveServer, free_port, issue
 from tests.integration.ecard.support import app_client, citizen, token
 from tests.integration.liveness.support import harness
-
-
-@dataclass
-class Portal:
-    base: str
-    name: str
 
 
 @pytest.fixture
@@ -44,22 +34,8 @@ def service(live_server_factory: Callable[..., LiveServer]) -> LiveServer:
 
 @pytest.fixture
 def portal(service: LiveServer) -> Iterator[Portal]:
-    port = free_port()
-    base, name = f"http://127.0.0.1:{port}", "社保查询 Portal A"
-    registered = register_client(
-        service.runtime,
-        name=name,
-        auth_method=AuthMethod.CLIENT_SECRET_BASIC,
-        redirect_uris=[f"{base}/callback"],
-        post_logout_redirect_uris=[f"{base}/"],
-        acr_values=list(assurance.LEVELS),
-    )
-    assert registered.secret is not None
-    server: uvicorn.Server = serve_in_thread(
-        create_portal(PortalConfig(name, base, service.url, registered.client_id, registered.secret)), port
-    )
-    yield Portal(base, name)
-    server.should_exit = True
+    with demo_portal(service.runtime, service.url, "社保查询 Portal A", acr_values=list(assurance.LEVELS)) as p:
+        yield p
 
 
 @pytest.fixture

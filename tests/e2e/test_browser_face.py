@@ -12,23 +12,18 @@ helper itself through PC/SC is tests/e2e/test_browser_sso.py's subject."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-import uvicorn
 
-from authsvc.clients.models import AuthMethod
-from authsvc.demo_portal import PortalConfig, create_portal, serve_in_thread
 from authsvc.login import pending
 from authsvc.tokens import assurance
 from card import cryptogram
 from card.request_signing import b64url_decode
-from tests.e2e.browser import chromium_page
-from tests.fixtures.oidc import register_client
-from tests.fixtures.service import PIN, LiveServer, free_port, issue
+from tests.e2e.browser import Portal, chromium_page, demo_portal
+from tests.fixtures.service import PIN, LiveServer, issue
 from tests.fixtures.softcard import evidence, open_card
 from tests.integration.liveness.support import FaceHarness, harness
 
@@ -38,12 +33,6 @@ if TYPE_CHECKING:
 TIMEOUT = 30_000  # ms: the page polls its status every second
 
 
-@dataclass
-class Portal:
-    base: str
-    name: str
-
-
 @pytest.fixture
 def faces(live_server_factory: Callable[..., LiveServer]) -> Iterator[FaceHarness]:
     yield from harness(live_server_factory)
@@ -51,21 +40,8 @@ def faces(live_server_factory: Callable[..., LiveServer]) -> Iterator[FaceHarnes
 
 @pytest.fixture
 def portal(faces: FaceHarness) -> Iterator[Portal]:
-    port = free_port()
-    base, name = f"http://127.0.0.1:{port}", "社保查询 Portal A"
-    registered = register_client(
-        faces.runtime,
-        name=name,
-        auth_method=AuthMethod.CLIENT_SECRET_BASIC,
-        redirect_uris=[f"{base}/callback"],
-        post_logout_redirect_uris=[f"{base}/"],
-        acr_values=list(assurance.LEVELS),
-    )
-    assert registered.secret is not None
-    config = PortalConfig(name, base, faces.service.url, registered.client_id, registered.secret)
-    server: uvicorn.Server = serve_in_thread(create_portal(config), port)
-    yield Portal(base, name)
-    server.should_exit = True
+    with demo_portal(faces.runtime, faces.service.url, "社保查询 Portal A", acr_values=list(assurance.LEVELS)) as p:
+        yield p
 
 
 @pytest.fixture

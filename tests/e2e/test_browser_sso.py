@@ -11,13 +11,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from authsvc import demo_browser
-from authsvc.clients.models import AuthMethod
-from authsvc.demo_portal import PortalConfig, create_portal, serve_in_thread
 from authsvc.tokens.assurance import SUBSTANTIAL
-from tests.fixtures.oidc import register_client
+from tests.e2e.browser import demo_portal
 from tests.fixtures.service import PIN, LiveServer, free_port, issue
 
 pytestmark = pytest.mark.pcsc
@@ -43,26 +40,11 @@ def helper(service: LiveServer, helper_port: int, pcscd: str) -> Iterator[demo_b
 
 @pytest.fixture
 def portals(service: LiveServer) -> Iterator[list[str]]:
-    servers: list[uvicorn.Server] = []
-    bases = []
-    for name in ["社保查询 Portal A", "医保服务 Portal B"]:
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        registered = register_client(
-            service.runtime,
-            name=name,
-            auth_method=AuthMethod.CLIENT_SECRET_BASIC,
-            redirect_uris=[f"{base}/callback"],
-            post_logout_redirect_uris=[f"{base}/"],
-            backchannel_logout_uri=f"{base}/backchannel",
-        )
-        assert registered.secret is not None
-        config = PortalConfig(name, base, service.url, registered.client_id, registered.secret)
-        servers.append(serve_in_thread(create_portal(config), port))
-        bases.append(base)
-    yield bases
-    for server in servers:
-        server.should_exit = True
+    with (
+        demo_portal(service.runtime, service.url, "社保查询 Portal A", backchannel=True) as a,
+        demo_portal(service.runtime, service.url, "医保服务 Portal B", backchannel=True) as b,
+    ):
+        yield [a.base, b.base]
 
 
 def test_a_citizen_signs_in_with_the_card_then_sso_then_logout_everywhere(
