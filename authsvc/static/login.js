@@ -82,6 +82,8 @@
     if (failure && failure !== lastFailure) {
       lastFailure = failure;
       say(messages.failed + answer.last_failure.reason);
+      // A refused e-card approval spent the code the app scanned: show a fresh one at once, not at its expiry.
+      refreshEcardQr();
     }
   }
 

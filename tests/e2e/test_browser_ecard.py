@@ -11,17 +11,22 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from authsvc import demo_browser
+from authsvc.database import unit_of_work
 from authsvc.ecard import demo
+from authsvc.ecard import service as ecards
 from authsvc.liveness.sandbox import LivenessSandbox
+from authsvc.registry.models import Cardholder
 from authsvc.tokens import assurance
-from tests.e2e.browser import Portal, demo_portal
+from tests.e2e.browser import Portal, chromium_page, demo_portal
 from tests.fixtures.service import PIN, LiveServer, free_port, issue
 from tests.integration.ecard.support import app_client, citizen, token
 from tests.integration.liveness.support import harness
@@ -59,6 +64,28 @@ def test_a_citizen_signs_in_by_scanning_the_login_pages_qr_code(
     assert signed_in.acr == assurance.LOW and signed_in.amr == ["hwk"] and signed_in.sid
     assert f"「{portal.name}」" in app_said  # the app showed the portal's name before signing
     assert f"{service.url}/ecard/scan?" in steps[0] and len(steps) == 3
+
+
+def test_a_refused_approval_is_shown_and_a_fresh_qr_code_replaces_the_spent_one(
+    service: LiveServer, portal: Portal, phone: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    with chromium_page() as page:
+        page.goto(f"{portal.base}/login?acr={assurance.LOW}")
+        page.wait_for_url(f"{service.url}/login/*")
+        link = page.locator("#ecard-link")
+        expect(link).to_have_attribute("href", re.compile(r"/ecard/scan\?"))
+        scanned = link.get_attribute("href")
+        with unit_of_work(service.runtime.sessions) as db:  # the citizen revoked this phone from another device
+            subject = db.scalars(select(Cardholder.subject)).one()
+            [ecard] = ecards.of_person(db, subject)
+            ecards.revoke_own(db, subject, ecard.public_id)
+        refused = demo.sscard("ecard", "login", str(scanned), "--key", str(phone), "--yes")
+        assert refused.returncode != 0 and "ecard_revoked" in refused.stderr
+        expect(page.locator("#status")).to_contain_text("ecard_revoked", timeout=30_000)
+        expect(link).not_to_have_attribute("href", str(scanned), timeout=10_000)  # a new code, not the spent one
+        assert "/login/" in page.url  # nobody signed in
 
 
 def test_a_qr_code_copied_to_a_phishing_page_is_refused_by_the_app(service: LiveServer, phone: Path) -> None:
