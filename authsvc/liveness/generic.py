@@ -24,6 +24,7 @@ from authsvc.liveness.vendor import (
     VendorUnavailable,
     Verdict,
 )
+from keys.signed_messages import Peer
 
 log = logging.getLogger("sscard.liveness")
 
@@ -36,6 +37,10 @@ class GenericConfig:
     vendor_keys: wire.KeyRing
     max_age: int  # callbacks older than this are refused
     max_ahead: int  # ... and those dated further ahead than this (the vendor's clock may run slightly fast)
+
+    @property
+    def peer(self) -> Peer:
+        return Peer(wire.SCHEME, self.app_id, self.signing_key, self.vendor_keys, self.max_age, self.max_ahead)
 
     @property
     def nonce_ttl(self) -> int:
@@ -60,9 +65,7 @@ class GenericVendor:
             return_url=request.return_url,
             expires_in=request.expires_in,
         )
-        headers = wire.sign_headers(
-            config.signing_key, wire.request_purpose(wire.SESSIONS_PATH), config.app_id, body, now=self._clock()
-        )
+        headers = config.peer.sign(wire.request_purpose(wire.SESSIONS_PATH), body, now=self._clock())
         try:
             answer = self._http.post(
                 wire.SESSIONS_PATH, content=body, headers={**headers, "Content-Type": "application/json"}
@@ -72,15 +75,11 @@ class GenericVendor:
         if answer.status_code >= 500:
             raise VendorUnavailable(f"{self.name}: HTTP {answer.status_code}")
         try:
-            wire.verify_headers(
+            config.peer.verify(
+                wire.response_purpose(wire.SESSIONS_PATH),
                 answer.headers,
                 answer.content,
-                purpose=wire.response_purpose(wire.SESSIONS_PATH),
-                keys=config.vendor_keys,
-                app_id=config.app_id,
                 now=self._clock(),
-                max_age=config.max_age,
-                max_ahead=config.max_ahead,
                 nonce=headers[wire.H_NONCE],
             )
             doc = wire.loads(answer.content)
@@ -104,16 +103,7 @@ class GenericVendor:
 
     def read_callback(self, headers: Mapping[str, str], body: bytes, *, now: float) -> Verdict:
         config = self.config
-        signed = wire.verify_headers(
-            headers,
-            body,
-            purpose=wire.CALLBACK,
-            keys=config.vendor_keys,
-            app_id=config.app_id,
-            now=now,
-            max_age=config.max_age,
-            max_ahead=config.max_ahead,
-        )
+        signed = config.peer.verify(wire.CALLBACK, headers, body, now=now)
         parsed = wire.parse_callback(body)
         return Verdict(
             vendor=self.name,

@@ -281,7 +281,7 @@ class LivenessSandbox:
                 body,
                 purpose=wire.request_purpose(wire.SESSIONS_PATH),
                 keys=self.client_keys,
-                app_id=self.app_id,
+                account=self.app_id,
                 now=self.clock(),
                 max_age=300,
                 max_ahead=30,

@@ -8,226 +8,44 @@ Both sides sign with ECDSA P-256 / SHA-256 (DER, base64) over one layout:
 
 where the purpose is `REQUEST <path>`, `RESPONSE <path>` or `NOTIFY`, so a signature made for one use never
 verifies for another. `Bank-Key-Id` names the signer's key: a `KeyRing` holds every key currently valid, so a
-rotation with two keys verifies at once. Whatever cannot be verified or understood raises `ChannelRefusal`;
-messages name fields, never their values.
+rotation with two keys verifies at once. The recipe is keys/signed_messages.py; `SCHEME` spells it the bank's way.
+Whatever cannot be verified or understood raises `ChannelRefusal`; messages name fields, never their values.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import re
-import secrets
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-
+from keys.signed_messages import NONCE as NONCE
+from keys.signed_messages import TOKEN, KeyRing, Reason, Scheme, SigningKey, format_time
+from keys.signed_messages import request_purpose as request_purpose
+from keys.signed_messages import response_purpose as response_purpose
 from payments.channels.base import LineKind, StatementError, StatementLine
 from payments.channels.common import Acknowledgement, ChannelRefusal, RefusalReason
 from payments.money import MoneyError, check_fen
 
-H_MERCHANT, H_KEY_ID, H_TIMESTAMP, H_NONCE, H_SIGNATURE = (
-    "Bank-Merchant-Id",
-    "Bank-Key-Id",
-    "Bank-Timestamp",
-    "Bank-Nonce",
-    "Bank-Signature",
-)
-HEADERS = (H_MERCHANT, H_KEY_ID, H_TIMESTAMP, H_NONCE, H_SIGNATURE)
-NOTIFY = "NOTIFY"
-MAX_BODY = 64 * 1024
 
-# Printable ASCII without whitespace or '|' (file separator): a newline in any of them would let bytes move
-# between the fields of the signed string.
-TOKEN = re.compile(r"[A-Za-z0-9_\-]{1,64}")
-NONCE = re.compile(r"[A-Za-z0-9_\-]{16,64}")
-_TIMESTAMP = re.compile(r"[1-9][0-9]{0,11}")
+def _refusal(reason: Reason, message: str) -> ChannelRefusal:
+    return ChannelRefusal(RefusalReason(reason), message)
+
+
+SCHEME = Scheme("Bank", "Merchant-Id", max_body=64 * 1024, max_age=300, max_ahead=30, sort_keys=True, refuse=_refusal)
+HEADERS = H_MERCHANT, H_KEY_ID, H_TIMESTAMP, H_NONCE, H_SIGNATURE = SCHEME.headers
+MAX_BODY = SCHEME.max_body
+NOTIFY = "NOTIFY"
+# The recipe's steps, spelt the bank's way (verify_headers: `account=` is our merchant id).
+sign_headers, verify_headers, loads, dumps = SCHEME.sign_headers, SCHEME.verify_headers, SCHEME.loads, SCHEME.dumps
+
 _ORDER_NO = re.compile(r"[A-Za-z0-9_\-]{1,40}")
 _TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 
 
-# --- keys and signatures ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SigningKey:
-    """One side's private key with the id the other side knows it by."""
-
-    key_id: str
-    private_key: ec.EllipticCurvePrivateKey = field(repr=False)
-
-    def __post_init__(self) -> None:
-        if not TOKEN.fullmatch(self.key_id):
-            raise ValueError("a key id is 1 to 64 of A-Z a-z 0-9 _ -")
-        if not isinstance(self.private_key.curve, ec.SECP256R1):
-            raise ValueError("bank gateway keys are ECDSA P-256")
-
-    @classmethod
-    def generate(cls, key_id: str) -> SigningKey:
-        return cls(key_id, ec.generate_private_key(ec.SECP256R1()))
-
-    @classmethod
-    def from_pem(cls, key_id: str, pem: bytes) -> SigningKey:
-        key = serialization.load_pem_private_key(pem, password=None)
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise ValueError("not an EC private key")
-        return cls(key_id, key)
-
-    def sign(self, message: bytes) -> str:
-        return base64.b64encode(self.private_key.sign(message, ec.ECDSA(hashes.SHA256()))).decode("ascii")
-
-    def public_pem(self) -> bytes:
-        return self.private_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-
-
-@dataclass(frozen=True)
-class KeyRing:
-    """The other side's public keys by key id: all of them verify, so a new key and the old one overlap."""
-
-    keys: Mapping[str, ec.EllipticCurvePublicKey]
-
-    @classmethod
-    def of(cls, *pairs: tuple[str, bytes | ec.EllipticCurvePublicKey]) -> KeyRing:
-        keys: dict[str, ec.EllipticCurvePublicKey] = {}
-        for key_id, material in pairs:
-            key = serialization.load_pem_public_key(material) if isinstance(material, bytes) else material
-            if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
-                raise ValueError(f"key {key_id!r} is not an ECDSA P-256 public key")
-            keys[key_id] = key
-        return cls(keys)
-
-    def verify(self, key_id: str, message: bytes, signature: str) -> None:
-        key = self.keys.get(key_id)
-        if key is None:
-            raise ChannelRefusal(RefusalReason.UNKNOWN_KEY, "Bank-Key-Id names no key we hold")
-        try:
-            raw = base64.b64decode(signature.encode("ascii"), validate=True)
-            key.verify(raw, message, ec.ECDSA(hashes.SHA256()))
-        except (InvalidSignature, binascii.Error, ValueError, UnicodeEncodeError):
-            raise ChannelRefusal(RefusalReason.SIGNATURE, "signature does not verify") from None
-
-
-def signed_message(purpose: str, merchant: str, timestamp: str, nonce: str, body: bytes) -> bytes:
-    return f"{purpose}\n{merchant}\n{timestamp}\n{nonce}\n".encode("ascii") + body
-
-
-def request_purpose(path: str) -> str:
-    return f"REQUEST {path}"
-
-
-def response_purpose(path: str) -> str:
-    return f"RESPONSE {path}"
-
-
-def new_nonce() -> str:
-    return secrets.token_hex(16)
-
-
-def sign_headers(
-    key: SigningKey, purpose: str, merchant: str, body: bytes, *, now: float, nonce: str | None = None
-) -> dict[str, str]:
-    """The five headers of a signed message. A response passes the request's nonce, binding it to that request."""
-    nonce = nonce or new_nonce()
-    timestamp = str(int(now))
-    signature = key.sign(signed_message(purpose, merchant, timestamp, nonce, body))
-    return {H_MERCHANT: merchant, H_KEY_ID: key.key_id, H_TIMESTAMP: timestamp, H_NONCE: nonce, H_SIGNATURE: signature}
-
-
-def _header(headers: Mapping[str, str], name: str) -> str:
-    getlist = getattr(headers, "getlist", None) or getattr(headers, "get_list", None)
-    if getlist is not None:
-        values = list(getlist(name))
-    else:
-        values = [v for k, v in headers.items() if k.lower() == name.lower()]
-    if len(values) != 1:
-        raise ChannelRefusal(RefusalReason.MALFORMED, f"header {name} must appear exactly once")
-    return values[0]
-
-
-@dataclass(frozen=True)
-class Verified:
-    merchant: str
-    key_id: str
-    timestamp: int
-    nonce: str
-
-
-def verify_headers(
-    headers: Mapping[str, str],
-    body: bytes,
-    *,
-    purpose: str,
-    keys: KeyRing,
-    merchant: str,
-    now: float,
-    max_age_seconds: int = 300,
-    future_skew_seconds: int = 30,
-    nonce: str | None = None,
-) -> Verified:
-    """Check a signed message: headers well-formed, the signature under a key of the ring, our merchant id, the
-    timestamp inside a past-only window, and (for a response) the nonce of our request echoed back."""
-    values = {name: _header(headers, name) for name in HEADERS}
-    if not TOKEN.fullmatch(values[H_MERCHANT]) or not TOKEN.fullmatch(values[H_KEY_ID]):
-        raise ChannelRefusal(RefusalReason.MALFORMED, "Bank-Merchant-Id or Bank-Key-Id malformed")
-    if not _TIMESTAMP.fullmatch(values[H_TIMESTAMP]):
-        raise ChannelRefusal(RefusalReason.MALFORMED, "Bank-Timestamp must be Unix seconds")
-    if not NONCE.fullmatch(values[H_NONCE]):
-        raise ChannelRefusal(RefusalReason.MALFORMED, "Bank-Nonce must be 16 to 64 of A-Z a-z 0-9 _ -")
-    if len(body) > MAX_BODY:
-        raise ChannelRefusal(RefusalReason.MALFORMED, "body too large")
-    message = signed_message(purpose, values[H_MERCHANT], values[H_TIMESTAMP], values[H_NONCE], body)
-    keys.verify(values[H_KEY_ID], message, values[H_SIGNATURE])
-    # Checked after the signature, so that only the bank can learn which of our values it got wrong.
-    if not secrets.compare_digest(values[H_MERCHANT], merchant):
-        raise ChannelRefusal(RefusalReason.MISMATCH, "Bank-Merchant-Id is not ours")
-    timestamp = int(values[H_TIMESTAMP])
-    if timestamp > now + future_skew_seconds or timestamp < now - max_age_seconds:
-        raise ChannelRefusal(RefusalReason.STALE, "Bank-Timestamp outside the window")
-    if nonce is not None and not secrets.compare_digest(values[H_NONCE], nonce):
-        raise ChannelRefusal(RefusalReason.MISMATCH, "response nonce is not our request's")
-    return Verified(values[H_MERCHANT], values[H_KEY_ID], timestamp, values[H_NONCE])
-
-
-# --- JSON bodies -------------------------------------------------------------------------------------------------
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ChannelRefusal(RefusalReason.MALFORMED, "a JSON member appears twice")
-        result[key] = value
-    return result
-
-
-def _no_constant(_: str) -> Any:
-    raise ChannelRefusal(RefusalReason.MALFORMED, "NaN and Infinity are not JSON")
-
-
-def loads(body: bytes) -> dict[str, Any]:
-    """A JSON object, strictly: UTF-8, no repeated members, no NaN, bounded."""
-    if len(body) > MAX_BODY:
-        raise ChannelRefusal(RefusalReason.MALFORMED, "body too large")
-    try:
-        value = json.loads(body.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise ChannelRefusal(RefusalReason.MALFORMED, "body is not UTF-8 JSON") from None
-    if not isinstance(value, dict):
-        raise ChannelRefusal(RefusalReason.MALFORMED, "body is not a JSON object")
-    return value
-
-
-def dumps(value: Mapping[str, Any]) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode("utf-8")
+# --- JSON fields -------------------------------------------------------------------------------------------------
 
 
 def text(obj: Mapping[str, Any], name: str, pattern: re.Pattern[str] = _ORDER_NO, *, required: bool = True) -> str:
@@ -250,16 +68,7 @@ def timestamp_field(obj: Mapping[str, Any], name: str, *, required: bool = True)
     value = obj.get(name)
     if value is None and not required:
         return None
-    if not isinstance(value, str) or not _TIME.fullmatch(value):
-        raise ChannelRefusal(RefusalReason.MALFORMED, f"{name} must be YYYY-MM-DDTHH:MM:SSZ")
-    try:
-        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    except ValueError:
-        raise ChannelRefusal(RefusalReason.MALFORMED, f"{name} is not a date and time") from None
-
-
-def format_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return SCHEME.parse_time(value, name)
 
 
 # --- callbacks ---------------------------------------------------------------------------------------------------
@@ -516,5 +325,5 @@ def verify_file(keys: KeyRing, kind: str, data: bytes, signature_file: bytes) ->
         raise ChannelRefusal(RefusalReason.MALFORMED, "not a BANKSIG signature file")
     if fields[2] != kind:
         raise ChannelRefusal(RefusalReason.MISMATCH, f"signature is not for a {kind} file")
-    keys.verify(fields[3], _file_message(kind, data), fields[4])
+    SCHEME.verify_signature(keys, fields[3], _file_message(kind, data), fields[4])
     return fields[3]

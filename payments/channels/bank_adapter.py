@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from keys.signed_messages import Peer
 from payments.channels import bank
 from payments.channels.base import (
     ChannelDeclined,
@@ -71,6 +72,17 @@ class BankConfig:
     future_skew_seconds: int = 30
     clock: Callable[[], float] = time.time
 
+    @property
+    def peer(self) -> Peer:
+        return Peer(
+            bank.SCHEME,
+            self.merchant_id,
+            self.signing_key,
+            self.bank_keys,
+            self.max_age_seconds,
+            self.future_skew_seconds,
+        )
+
 
 class BankGateway:
     """Signed POSTs to the bank gateway. `client` is any httpx.Client whose base URL is the gateway (tests pass a
@@ -83,10 +95,9 @@ class BankGateway:
     def post_raw(self, path: str, payload: Mapping[str, Any]) -> tuple[str, bytes]:
         """The verified answer's content type and bytes. Unreachable, 5xx, unsigned or wrongly signed answers raise
         ChannelUnavailable: nothing may be concluded from them."""
-        config = self.config
+        config, peer = self.config, self.config.peer
         body = bank.dumps(payload)
-        now = config.clock()
-        headers = bank.sign_headers(config.signing_key, bank.request_purpose(path), config.merchant_id, body, now=now)
+        headers = peer.sign(bank.request_purpose(path), body, now=config.clock())
         headers["Content-Type"] = "application/json"
         try:
             response = self.client.post(path, content=body, headers=headers)
@@ -95,15 +106,11 @@ class BankGateway:
         if response.status_code != 200:
             raise ChannelUnavailable(f"bank {path}: HTTP {response.status_code}")
         try:
-            bank.verify_headers(
+            peer.verify(
+                bank.response_purpose(path),
                 response.headers,
                 response.content,
-                purpose=bank.response_purpose(path),
-                keys=config.bank_keys,
-                merchant=config.merchant_id,
                 now=config.clock(),
-                max_age_seconds=config.max_age_seconds,
-                future_skew_seconds=config.future_skew_seconds,
                 nonce=headers[bank.H_NONCE],
             )
         except ChannelRefusal as refusal:
@@ -253,16 +260,7 @@ class BankAdapter:
 
     def read_callback(self, headers: Mapping[str, str], body: bytes, *, now: float) -> VerifiedCallback:
         config = self.config
-        verified = bank.verify_headers(
-            headers,
-            body,
-            purpose=bank.NOTIFY,
-            keys=config.bank_keys,
-            merchant=config.merchant_id,
-            now=now,
-            max_age_seconds=config.max_age_seconds,
-            future_skew_seconds=config.future_skew_seconds,
-        )
+        verified = config.peer.verify(bank.NOTIFY, headers, body, now=now)
         notice = bank.parse_notification(body)
         event: ChannelEvent | RefundEvent
         if isinstance(notice, bank.PaymentNotice):

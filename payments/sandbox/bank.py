@@ -378,7 +378,7 @@ class BankSandbox:
                     body,
                     purpose=bank.request_purpose(path),
                     keys=self.merchant_keys,
-                    merchant=self.merchant_id,
+                    account=self.merchant_id,
                     now=self.clock(),
                 )
                 with self._lock:

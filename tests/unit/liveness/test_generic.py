@@ -45,7 +45,7 @@ def vendor(handler: Handler) -> GenericVendor:
             request.content,
             purpose=wire.request_purpose(wire.SESSIONS_PATH),
             keys=wire.KeyRing.of((OURS.key_id, OURS.private_key.public_key())),
-            app_id=APP,
+            account=APP,
             now=NOW,
             max_age=300,
             max_ahead=5,

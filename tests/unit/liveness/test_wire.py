@@ -134,7 +134,7 @@ def test_verdict_fields_are_checked(fields: dict[str, object]) -> None:
 
 
 def test_bodies_that_are_not_a_json_object_are_refused() -> None:
-    for body in (b"[]", b"\xff", b'{"score": NaN}', b"[" * 10_000, b"{" * 100_000):
+    for body in (b"[]", b"\xff", b'{"score": NaN}', b'{"live":true,"live":false}', b"[" * 10_000, b"{" * 100_000):
         headers = wire.sign_headers(VENDOR, wire.CALLBACK, APP, body, now=NOW)
         assert rejected(headers, body) is RejectReason.MALFORMED
 

@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from keys.signed_messages import Signed
 from payments.channels import bank
 from payments.channels.base import LineKind, StatementError, StatementLine
 from payments.channels.common import ChannelRefusal, RefusalReason
@@ -49,8 +50,8 @@ def notify(body: dict[str, Any] | bytes, *, key: bank.SigningKey = BANK_KEY, at:
     return bank.sign_headers(key, bank.NOTIFY, MERCHANT, raw, now=at), raw
 
 
-def verify(headers: Any, raw: bytes, **changes: Any) -> bank.Verified:
-    args: dict[str, Any] = dict(purpose=bank.NOTIFY, keys=RING, merchant=MERCHANT, now=NOW) | changes
+def verify(headers: Any, raw: bytes, **changes: Any) -> Signed:
+    args: dict[str, Any] = dict(purpose=bank.NOTIFY, keys=RING, account=MERCHANT, now=NOW) | changes
     return bank.verify_headers(headers, raw, **args)
 
 

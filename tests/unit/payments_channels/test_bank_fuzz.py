@@ -52,7 +52,7 @@ def test_notification_with_any_field_replaced(good: dict[str, Any], name: str, v
 )
 def test_headers(headers: dict[str, str], raw: bytes) -> None:
     with contextlib.suppress(ChannelRefusal):
-        bank.verify_headers(headers, raw, purpose=bank.NOTIFY, keys=RING, merchant=MERCHANT, now=NOW)
+        bank.verify_headers(headers, raw, purpose=bank.NOTIFY, keys=RING, account=MERCHANT, now=NOW)
 
 
 @FUZZ
@@ -61,7 +61,7 @@ def test_signed_headers_with_one_replaced(name: str, value: str) -> None:
     raw = bank.dumps(PAID)
     headers = bank.sign_headers(BANK_KEY, bank.NOTIFY, MERCHANT, raw, now=NOW) | {name: value}
     with contextlib.suppress(ChannelRefusal):
-        bank.verify_headers(headers, raw, purpose=bank.NOTIFY, keys=RING, merchant=MERCHANT, now=NOW)
+        bank.verify_headers(headers, raw, purpose=bank.NOTIFY, keys=RING, account=MERCHANT, now=NOW)
 
 
 @FUZZ
