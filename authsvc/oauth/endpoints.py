@@ -125,7 +125,10 @@ async def revoke(request: Request) -> Response:
         url = runtime.settings.issuer + REVOKE
 
         def work() -> None:
-            caller = client_auth.authenticate(runtime, authorization=authorization, form=form, endpoint=url)
+            # RFC 7009 §2.1: a public client (the e-card app) names itself to revoke its own tokens at sign-out.
+            caller = client_auth.authenticate(
+                runtime, authorization=authorization, form=form, endpoint=url, public=True
+            )
             revocation.revoke(runtime, caller, forms.required(form, "token"))
 
         await _in_thread(work)

@@ -76,7 +76,7 @@ def metadata(issuer: str) -> dict[str, Any]:
         "token_endpoint_auth_signing_alg_values_supported": CLIENT_ASSERTION_ALGORITHMS,
         "introspection_endpoint_auth_methods_supported": [m.value for m in AuthMethod if m != AuthMethod.NONE],
         "introspection_endpoint_auth_signing_alg_values_supported": CLIENT_ASSERTION_ALGORITHMS,
-        "revocation_endpoint_auth_methods_supported": [m.value for m in AuthMethod if m != AuthMethod.NONE],
+        "revocation_endpoint_auth_methods_supported": [m.value for m in AuthMethod],
         "revocation_endpoint_auth_signing_alg_values_supported": CLIENT_ASSERTION_ALGORITHMS,
         "dpop_signing_alg_values_supported": DPOP_ALGORITHMS,
         "authorization_response_iss_parameter_supported": True,

@@ -35,7 +35,9 @@ def post(client: TestClient, path: str, data: dict[str, str], headers: dict[str,
 def authed(
     client: TestClient, path: str, rc: RegisteredClient, data: dict[str, str], headers: dict[str, str] | None = None
 ) -> Any:
-    """POST with the client's own authentication method."""
+    """POST with the client's own authentication method (a public client names itself with client_id)."""
+    if rc.registration["token_endpoint_auth_method"] == AuthMethod.NONE:
+        return post(client, path, {**data, "client_id": rc.client_id}, headers)
     if rc.secret is not None:
         return post(client, path, data, {"Authorization": basic_auth(rc.client_id, rc.secret), **(headers or {})})
     audience = ISSUER if rc.registration["fapi"] else ISSUER + path  # FAPI: the issuer is the only audience

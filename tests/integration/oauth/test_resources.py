@@ -8,11 +8,12 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
+from authsvc.clients.models import AuthMethod
 from authsvc.database import unit_of_work
 from authsvc.registry import service as registry
 from authsvc.runtime import Runtime
-from tests.fixtures.oidc import dpop_proof, new_dpop_key, register_client
-from tests.integration.oauth.flows import CARD, CARD_PIN, ISSUER, authed, code_grant, refresh, secret_client
+from tests.fixtures.oidc import RegisteredClient, dpop_proof, new_dpop_key, register_client
+from tests.integration.oauth.flows import CARD, CARD_PIN, ISSUER, authed, code_grant, post, refresh, secret_client
 
 SSN, NAME = "110105199003072813", "张伟"
 
@@ -46,6 +47,29 @@ def test_introspection(client: TestClient, runtime: Runtime) -> None:
     assert introspect(client, rs, tokens["refresh_token"]) == {"active": False}  # spent
     not_rs = authed(client, "/introspect", portal, {"token": tokens["access_token"]})
     assert not_rs.status_code == 403 and not_rs.json()["error"] == "unauthorized_client"
+
+
+def test_a_public_client_revokes_its_own_tokens_by_naming_itself(client: TestClient, runtime: Runtime) -> None:
+    def native(name: str) -> RegisteredClient:
+        return register_client(
+            runtime, name=name, auth_method=AuthMethod.NONE, redirect_uris=["http://127.0.0.1/callback"]
+        )
+
+    rs, app, other = resource_server(runtime), native("app"), native("other app")
+    tokens = code_grant(client, runtime, app).json()
+    assert "refresh_token" in tokens
+    # Another public client naming itself changes nothing; naming nobody is invalid_client; a confidential client
+    # cannot drop its secret by naming itself.
+    assert authed(client, "/revoke", other, {"token": tokens["refresh_token"]}).status_code == 200
+    assert introspect(client, rs, tokens["refresh_token"])["active"]
+    anonymous = post(client, "/revoke", {"token": tokens["refresh_token"]})
+    assert anonymous.status_code == 401 and anonymous.json()["error"] == "invalid_client"
+    portal = register_client(runtime)
+    posing = post(client, "/revoke", {"token": "x", "client_id": portal.client_id})
+    assert posing.status_code == 401 and posing.json()["error"] == "invalid_client"
+    assert authed(client, "/revoke", app, {"token": tokens["refresh_token"]}).status_code == 200
+    assert introspect(client, rs, tokens["refresh_token"]) == {"active": False}
+    assert introspect(client, rs, tokens["access_token"]) == {"active": False}  # the grant went with it
 
 
 def test_revocation(client: TestClient, runtime: Runtime) -> None:
@@ -216,7 +240,6 @@ def test_admin_api_needs_the_admin_scope(client: TestClient, runtime: Runtime) -
     user_token = code_grant(client, runtime, portal).json()["access_token"]
     answer = client.get("/admin/clients", headers={"Authorization": f"Bearer {user_token}"})
     assert answer.status_code == 403 and 'error="insufficient_scope"' in answer.headers["www-authenticate"]
-
 
 
 def test_cli_client_add_show_disable(cli_env: Runtime, tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
