@@ -76,10 +76,6 @@ def satisfies(reached: str | None, required: str) -> bool:
     return required in LEVELS and rank(reached) >= rank(required)
 
 
-def higher(a: str, b: str) -> str:
-    return a if rank(a) >= rank(b) else b
-
-
 def card_amr(*, generation: int, pin_verified: bool) -> list[str]:
     # RFC 8176 `hwk`: proof of possession of a hardware-secured key — a 3rd-generation card's own private key. A
     # 2nd-generation card proves a key diversified from a master key the issuer also holds, which is not.
