@@ -134,9 +134,11 @@ def cmd_card_set_status(args: argparse.Namespace) -> int:
     from authsvc.ecard import repository as ecards
     from authsvc.registry import service
 
-    with _admin() as (_, session):
-        card = service.set_card_status(session, args.card_number, args.status)
+    with _admin() as (runtime, session):
+        card, ended = service.change_card_status(session, runtime, args.card_number, args.status)
         print(f"card {mask_card_number(card.card_number)} is now {card.status}")
+        if ended:
+            print(f"its holder is signed out everywhere: {ended} SSO session(s) ended, their portals told")
         enrolled = [e for e in ecards.of_holder(session, card.cardholder_id) if e.card_id == card.id]
         if enrolled:  # a lost or cancelled card takes its e-cards along: say so, the operator tells the citizen
             counts = Counter(f"{e.status}" + (f" ({e.revoked_reason})" if e.revoked_reason else "") for e in enrolled)

@@ -14,6 +14,7 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -33,6 +34,9 @@ from card.records import CardIdentification, HolderData
 from keys import card_master, card_pki
 from keys.pem import private_pem, public_pem
 from keys.sealing import Sealer
+
+if TYPE_CHECKING:
+    from authsvc.runtime import Runtime
 
 SEXES = {"0", "1", "2", "9"}
 SPEC_VERSION = {2: "2.00", 3: "3.00"}
@@ -271,6 +275,20 @@ def set_card_status(session: Session, card_number: str, status: str) -> Card:
     # A card reported lost or cancelled takes the e-cards enrolled with it along, in this same transaction.
     ecards.revoke_for_card(session, card)
     return card
+
+
+def change_card_status(session: Session, runtime: Runtime, card_number: str, status: str) -> tuple[Card, int]:
+    """An operator's card-status change with what follows from it (`set_card_status`: the e-cards enrolled with a
+    lost or cancelled card are revoked). A card reported lost also signs its holder out everywhere: whoever signed in
+    with it before the report (a card without its PIN reaches level low) loses the session, its grants are revoked
+    and its portals get logout tokens. Returns the card and how many SSO sessions ended."""
+    from authsvc.sessions import service as sessions
+
+    card = set_card_status(session, card_number, status)
+    ended = 0
+    if card.status == CardStatus.REPORTED_LOST:
+        ended = sessions.end_all(session, runtime, card.holder.subject, why="card_reported_lost")
+    return card, ended
 
 
 def add_terminal(session: Session, *, terminal_id: str, region_code: str, out: Path, service: str | None) -> Terminal:

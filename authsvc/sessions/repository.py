@@ -20,6 +20,15 @@ def by_sid(db: Session, sid: str, *, lock: bool = False) -> SsoSession | None:
     return db.scalars(query).one_or_none()
 
 
+def live_of_subject(db: Session, subject: str, now: datetime) -> list[SsoSession]:
+    query = (
+        select(SsoSession)
+        .where(SsoSession.subject == subject, SsoSession.ended_at.is_(None), SsoSession.expires_at > now)
+        .order_by(SsoSession.id)
+    )
+    return list(db.scalars(query))
+
+
 def add(db: Session, row: SsoSession) -> SsoSession:
     db.add(row)
     db.flush()

@@ -141,3 +141,12 @@ def end(db: Session, runtime: Runtime, session: SsoSession, *, why: str) -> None
         db, event=EVENT_END, outcome="success", reason=why, subject=session.subject, detail={"logout_tokens": queued}
     )
     db.flush()
+
+
+def end_all(db: Session, runtime: Runtime, subject: str, *, why: str) -> int:
+    """Sign the person out everywhere, in the caller's transaction: each live session ended as by a logout (its
+    grants revoked, a logout token queued for each of its portals). Returns how many sessions ended."""
+    rows = repository.live_of_subject(db, subject, utcnow())
+    for row in rows:
+        end(db, runtime, row, why=why)
+    return len(rows)

@@ -177,6 +177,7 @@ def test_the_readme_demo_runs_on_the_embedded_default(pcscd: str, tmp_path: Path
         assert "live face passed" in run.stdout and "e-card: enrolled " in run.stdout
         assert "acr=urn:sscard:acr:low, amr=['hwk']" in run.stdout
         assert "e-cards enrolled with it: 1 revoked (card_reported_lost)" in run.stdout
+        assert "its holder is signed out everywhere: 2 SSO session(s) ended" in run.stdout  # enrolment's and B's
         assert "==> done: kiosk logins with both card generations, contributions paid" in run.stdout
         assert "an e-card enrolled, signed in by QR code and revoked with its lost card" in run.stdout
     assert (tmp_path / "var" / "sscard.db").exists() and (tmp_path / "var" / "keys" / "kek").exists()

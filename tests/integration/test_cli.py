@@ -88,3 +88,39 @@ def test_commands_insist_on_migrations(
     assert code == 1 and "authsvc db upgrade" in err
     assert run(capsys, "db", "upgrade")[0] == 0
     assert run(capsys, "keys", "init")[0] == 0
+
+
+def test_a_card_reported_lost_signs_its_holder_out_everywhere(
+    cli_env: Runtime, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sqlalchemy import select
+
+    from authsvc.audit.models import AuditEvent
+    from authsvc.sessions import service as sessions
+    from authsvc.sessions.models import LogoutDelivery, SsoSession
+    from authsvc.tokens.issuing import Authentication
+    from tests.fixtures.oidc import register_client
+    from tests.fixtures.service import issue
+
+    mine, theirs = issue(cli_env, tmp_path, generation=3), issue(cli_env, tmp_path, generation=2)
+    portal = register_client(cli_env, backchannel_logout_uri="https://portal.example/bcl")
+    with unit_of_work(cli_env.sessions) as db:
+        me, them = (repository.holder_by_ssn(db, c.ssn).subject for c in (mine, theirs))  # type: ignore[union-attr]
+        for subject in (me, me, them):
+            auth = Authentication(subject=subject, auth_time=0, acr="urn:sscard:acr:low", amr=["sc"])
+            session, _cookie = sessions.start(db, cli_env, auth)
+            sessions.signed_in(db, session, portal.client_id)
+
+    # Frozen is not lost: nobody is signed out.
+    code, out, _ = run(capsys, "card", "set-status", mine.card_number, "frozen")
+    assert code == 0 and "signed out" not in out
+    code, out, _ = run(capsys, "card", "set-status", mine.card_number, "reported_lost")
+    assert code == 0 and "2 SSO session(s) ended" in out
+    with unit_of_work(cli_env.sessions) as db:
+        ended = sorted((s.subject == me, s.ended_at is not None) for s in db.scalars(select(SsoSession)))
+        assert ended == [(False, False), (True, True), (True, True)]  # both of mine, none of theirs
+        assert len(db.scalars(select(LogoutDelivery)).all()) == 2  # the portal hears of both sessions
+        reasons = db.scalars(select(AuditEvent.reason).where(AuditEvent.event == sessions.EVENT_END)).all()
+        assert reasons == ["card_reported_lost", "card_reported_lost"]
+    code, out, _ = run(capsys, "card", "set-status", mine.card_number, "cancelled")  # nothing live is left
+    assert code == 0 and "signed out" not in out
