@@ -99,10 +99,14 @@ def test_native_sign_in_then_the_whole_life_of_an_ecard(
     code, out, _ = _run(capsys, "ecard", "list", "--key", str(key), "--access-token", access)
     assert code == EXIT_OK and [e["id"] for e in json.loads(out)] == [ecard_id]
 
-    # The card is reported lost at the counter: the e-card goes with it, and signs in nowhere any more.
+    # The card is reported lost at the counter: the e-card goes with it, and signs in nowhere any more; the holder
+    # is signed out everywhere, so the app's own sign-in (made in a browser session) is gone too.
     assert authsvc_main(["card", "set-status", zhang.card.card_number, "reported_lost"]) == 0
     capsys.readouterr()
-    code, out, _ = _run(capsys, "ecard", "list", "--key", str(key), "--access-token", access)
+    code, _, err = _run(capsys, "ecard", "list", "--key", str(key), "--access-token", access)
+    assert code == EXIT_REFUSED and "grant was revoked" in err, err
+    again = token(rt, app, zhang.subject, acr=assurance.LOW)  # the citizen signs in to the app again
+    code, out, _ = _run(capsys, "ecard", "list", "--key", str(key), "--access-token", again)
     assert [(e["status"], e["revoked_reason"]) for e in json.loads(out)] == [("revoked", "card_reported_lost")]
     with httpx.Client(base_url=server.url) as browser:
         located = browser.get("/authorize", params=request_for(portal, acr_values=assurance.LOW).params)
