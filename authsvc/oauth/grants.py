@@ -324,6 +324,13 @@ def revoke_session(db: Session, runtime: Runtime, sid: str) -> int:
     return sum(revoke(db, runtime, grant, "session_ended") for grant in grants)
 
 
+def revoke_subject(db: Session, runtime: Runtime, subject: str, reason: str) -> int:
+    """Revoke every live grant of the person (`subject`, the public one), whichever session or none it came from;
+    the number revoked."""
+    live = select(OAuthGrant).where(OAuthGrant.subject == subject, OAuthGrant.revoked_at.is_(None))
+    return sum(revoke(db, runtime, grant, reason) for grant in db.scalars(live).all())
+
+
 def get(db: Session, grant_id: str) -> OAuthGrant | None:
     if not re.fullmatch(r"[0-9a-f]{32}", grant_id):
         return None

@@ -280,14 +280,17 @@ def set_card_status(session: Session, card_number: str, status: str) -> Card:
 def change_card_status(session: Session, runtime: Runtime, card_number: str, status: str) -> tuple[Card, int]:
     """An operator's card-status change with what follows from it (`set_card_status`: the e-cards enrolled with a
     lost or cancelled card are revoked). A card reported lost also signs its holder out everywhere: whoever signed in
-    with it before the report (a card without its PIN reaches level low) loses the session, its grants are revoked
-    and its portals get logout tokens. Returns the card and how many SSO sessions ended."""
+    with it before the report (a card without its PIN reaches level low) loses the session and its portals get
+    logout tokens, and every grant of the person is revoked. Returns the card and how many SSO sessions ended."""
+    from authsvc.oauth import grants
     from authsvc.sessions import service as sessions
 
     card = set_card_status(session, card_number, status)
     ended = 0
     if card.status == CardStatus.REPORTED_LOST:
         ended = sessions.end_all(session, runtime, card.holder.subject, why="card_reported_lost")
+        # Grants outside any live session too (an app's sign-in whose browser session ended since).
+        grants.revoke_subject(session, runtime, card.holder.subject, "card_reported_lost")
     return card, ended
 
 

@@ -96,6 +96,8 @@ def test_a_card_reported_lost_signs_its_holder_out_everywhere(
     from sqlalchemy import select
 
     from authsvc.audit.models import AuditEvent
+    from authsvc.oauth import grants
+    from authsvc.oauth.models import OAuthGrant
     from authsvc.sessions import service as sessions
     from authsvc.sessions.models import LogoutDelivery, SsoSession
     from authsvc.tokens.issuing import Authentication
@@ -110,6 +112,18 @@ def test_a_card_reported_lost_signs_its_holder_out_everywhere(
             auth = Authentication(subject=subject, auth_time=0, acr="urn:sscard:acr:low", amr=["sc"])
             session, _cookie = sessions.start(db, cli_env, auth)
             sessions.signed_in(db, session, portal.client_id)
+        for subject in (me, them):  # an app's sign-in outside any live session
+            grants.create(
+                db,
+                client_id=portal.client_id,
+                subject=subject,
+                sid=None,
+                scope=["openid"],
+                acr="urn:sscard:acr:low",
+                amr=["sc"],
+                auth_time=0,
+                ttl=3600,
+            )
 
     # Frozen is not lost: nobody is signed out.
     code, out, _ = run(capsys, "card", "set-status", mine.card_number, "frozen")
@@ -120,6 +134,8 @@ def test_a_card_reported_lost_signs_its_holder_out_everywhere(
         ended = sorted((s.subject == me, s.ended_at is not None) for s in db.scalars(select(SsoSession)))
         assert ended == [(False, False), (True, True), (True, True)]  # both of mine, none of theirs
         assert len(db.scalars(select(LogoutDelivery)).all()) == 2  # the portal hears of both sessions
+        live = {g.subject: g.revoked_at is None for g in db.scalars(select(OAuthGrant))}
+        assert live == {me: False, them: True}
         reasons = db.scalars(select(AuditEvent.reason).where(AuditEvent.event == sessions.EVENT_END)).all()
         assert reasons == ["card_reported_lost", "card_reported_lost"]
     code, out, _ = run(capsys, "card", "set-status", mine.card_number, "cancelled")  # nothing live is left
