@@ -11,7 +11,8 @@ Every login identifies a registered cardholder (实名): a card or an e-card nam
 face check is only ever run against the photo of a person a possession factor identified.
 
 Levels, lowest first; a relying party that asks for a level accepts any level above it:
-- LOW          `urn:sscard:acr:low`          real-name: one possession factor (a card without PIN, or an e-card).
+- LOW          `urn:sscard:acr:low`          real-name: one possession factor (an e-card; a card without PIN would be,
+                                              but the card authenticators always verify the PIN: kiosk/proof.py).
 - SUBSTANTIAL  `urn:sscard:acr:substantial`  two independent checks: card + PIN, or card / e-card + face.
 - HIGH         `urn:sscard:acr:high`         card with PIN, plus face.
 """
