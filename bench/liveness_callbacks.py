@@ -21,7 +21,6 @@ Needs PostgreSQL (127.0.0.1:5432, database `test`, trust auth) and Redis (127.0.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import secrets
@@ -32,7 +31,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,14 +44,23 @@ from authsvc.login import pending  # noqa: E402
 from authsvc.registry import service as registry  # noqa: E402
 from authsvc.runtime import Runtime  # noqa: E402
 from authsvc.tokens import assurance  # noqa: E402
-from bench.harness import create_database, drop_database, scratch_settings, server_env, start_server  # noqa: E402
-from bench.payments import bench_insert, children, cpu_seconds, pg_backends, pg_url  # noqa: E402
+from bench.harness import (  # noqa: E402
+    create_database,
+    drop_database,
+    pg_url,
+    scratch_settings,
+    server_env,
+    start_server,
+    timed_posts,
+)
+from bench.payments import bench_insert  # noqa: E402
 from keys.channel_keys import import_key  # noqa: E402
 from keys.signed_messages import signed_message  # noqa: E402
 
 PORT = 18150  # this bench's range: 18150-18159
 APP_ID = "sscard-bench"
 VENDOR = "bench"
+CALLBACK_PATH = f"/v1/liveness/callbacks/{VENDOR}"
 SSN, NAME = "110105199003072813", "张伟"
 
 
@@ -116,40 +123,14 @@ def signed(vendor_key: wire.SigningKey, session_id: str, biz_ref: str) -> tuple[
     }, body
 
 
-async def post_all(deliveries: list[tuple[dict[str, str], bytes]], concurrency: int) -> dict[int, int]:
-    statuses: dict[int, int] = {}
-    queue = iter(deliveries)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{PORT}", limits=limits, timeout=60) as client:
-
-        async def worker() -> None:
-            for headers, body in queue:
-                response = await client.post(f"/v1/liveness/callbacks/{VENDOR}", headers=headers, content=body)
-                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return statuses
-
-
 def bench_callbacks(args: argparse.Namespace, home: Path) -> tuple[dict[str, Any], str, str]:
     warmup = 100
     env, url, dbname, vendor_key, sessions = setup_service(home, args.callbacks + warmup)
+    # Signed just before sending: each stays inside the 5-minute past-only window for the whole run.
+    warmup_deliveries = [signed(vendor_key, *s) for s in sessions[:warmup]]
+    deliveries = [signed(vendor_key, *s) for s in sessions[warmup:]]
     server = start_server(env, PORT, args.workers)
-    try:
-        asyncio.run(post_all([signed(vendor_key, *s) for s in sessions[:warmup]], args.concurrency))
-        # Signed just before sending: each stays inside the 5-minute past-only window for the whole run.
-        deliveries = [signed(vendor_key, *s) for s in sessions[warmup:]]
-        workers, backends = children(server.pid), pg_backends(url, dbname)
-        cpu_before = cpu_seconds(workers), cpu_seconds(backends)
-        started = time.perf_counter()
-        statuses = asyncio.run(post_all(deliveries, args.concurrency))
-        elapsed = time.perf_counter() - started
-        backends = pg_backends(url, dbname) | backends
-        service_cpu = cpu_seconds(workers) - cpu_before[0]
-        database_cpu = cpu_seconds(backends) - cpu_before[1]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    run = timed_posts(server, PORT, url, dbname, CALLBACK_PATH, warmup_deliveries, deliveries, args.concurrency)
     with psycopg.connect(pg_url(url)) as conn:
         passed = conn.execute("SELECT count(*) FROM liveness_sessions WHERE state = 'passed'").fetchone()[0]  # type: ignore[index]
         audited = conn.execute(
@@ -159,13 +140,10 @@ def bench_callbacks(args: argparse.Namespace, home: Path) -> tuple[dict[str, Any
     return (
         {
             "callbacks_sent": len(deliveries),
-            "http_statuses": statuses,
+            "http_statuses": run.statuses,
             "sessions_passed": applied,
             "logins_completed_audited": audited - warmup,
-            "seconds": round(elapsed, 2),
-            "applied_per_second": round(applied / elapsed, 1),
-            "service_cpu_ms_per_callback": round(service_cpu / applied * 1000, 2),
-            "postgresql_cpu_ms_per_callback": round(database_cpu / applied * 1000, 2),
+            **run.figures(applied),
             "machine_load_average": os.getloadavg()[0],
             "workers": args.workers,
             "concurrency": args.concurrency,

@@ -28,7 +28,6 @@ Needs PostgreSQL (127.0.0.1:5432, database `test`, trust auth) and Redis (127.0.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import re
@@ -44,7 +43,6 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -55,7 +53,15 @@ sys.path.insert(0, str(ROOT))
 from authsvc.cli import prepare  # noqa: E402
 from authsvc.database import unit_of_work  # noqa: E402
 from authsvc.runtime import Runtime  # noqa: E402
-from bench.harness import create_database, drop_database, scratch_settings, server_env, start_server  # noqa: E402
+from bench.harness import (  # noqa: E402
+    create_database,
+    drop_database,
+    pg_url,
+    scratch_settings,
+    server_env,
+    start_server,
+    timed_posts,
+)
 from payments.channels.wechatpay_bill import BillRow, parse, render  # noqa: E402
 from payments.reconciliation.matching import CHINA  # noqa: E402
 from payments.reconciliation.service import StatementSource, reconcile, report  # noqa: E402
@@ -63,6 +69,7 @@ from tests.unit.payments_channels.test_wechatpay import APIV3_KEY, PUB_KEY_ID, T
 from tests.unit.payments_channels.test_wechatpay import headers as wx_headers  # noqa: E402
 
 PORT = 18140  # this bench's range: 18140-18149
+CALLBACK_PATH = "/v1/payments/callbacks/wechatpay"
 MCHID, APPID = TRANSACTION["mchid"], TRANSACTION["appid"]
 MERCHANT_SERIAL = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1"
 AMOUNT = 30000
@@ -72,10 +79,6 @@ ORDER_COLUMNS = (
     "order_no, payer_kind, payer, insured_ssn, insurance_type, periods, amount_fen, region, channel, state, "
     "refund_reserved_fen, refunded_fen, created_at, updated_at, paid_at"
 )
-
-
-def pg_url(sqlalchemy_url: str) -> str:
-    return sqlalchemy_url.replace("postgresql+psycopg://", "postgresql://")
 
 
 def copy_orders(url: str, count: int, *, state: str, paid_at: datetime | None, prefix: str = "SO") -> list[str]:
@@ -155,75 +158,15 @@ def delivery(platform: rsa.RSAPrivateKey, order_no: str, n: int) -> tuple[dict[s
     return wx_headers(platform, PUB_KEY_ID, raw, ts=int(time.time()), nonce=secrets.token_hex(16).upper()), raw
 
 
-def children(pid: int) -> set[int]:
-    """The server's worker processes (uvicorn spawns them from its master)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.add(int(entry.name))
-    return found
-
-
-def pg_backends(url: str, dbname: str) -> set[int]:
-    with psycopg.connect(pg_url(url)) as conn:
-        rows = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,)
-        ).fetchall()
-    return {row[0] for row in rows}
-
-
-def cpu_seconds(pids: set[int]) -> float:
-    """User + system CPU of the processes still alive (from /proc/<pid>/stat)."""
-    ticks = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of the whole line)
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-async def post_all(deliveries: list[tuple[dict[str, str], bytes]], concurrency: int) -> dict[int, int]:
-    statuses: dict[int, int] = {}
-    queue = iter(deliveries)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{PORT}", limits=limits, timeout=60) as client:
-
-        async def worker() -> None:
-            for headers, body in queue:
-                response = await client.post("/v1/payments/callbacks/wechatpay", headers=headers, content=body)
-                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return statuses
-
-
 def bench_callbacks(args: argparse.Namespace, home: Path) -> tuple[dict[str, Any], str, str]:
     env, url, dbname, platform = setup_service(home)
     orders = copy_orders(url, args.callbacks, state="pending", paid_at=None)
     # Signed just before sending: each stays inside the 5-minute past-only window for the whole run.
     deliveries = [delivery(platform, order_no, n) for n, order_no in enumerate(orders)]
     warmup = copy_orders(url, 200, state="pending", paid_at=None, prefix="WU")
+    warmup_deliveries = [delivery(platform, no, 10**9 + n) for n, no in enumerate(warmup)]
     server = start_server(env, PORT, args.workers)
-    try:
-        asyncio.run(post_all([delivery(platform, no, 10**9 + n) for n, no in enumerate(warmup)], args.concurrency))
-        workers, backends = children(server.pid), pg_backends(url, dbname)
-        cpu_before = cpu_seconds(workers), cpu_seconds(backends)
-        started = time.perf_counter()
-        statuses = asyncio.run(post_all(deliveries, args.concurrency))
-        elapsed = time.perf_counter() - started
-        backends = pg_backends(url, dbname) | backends  # the pools may have grown
-        service_cpu = cpu_seconds(workers) - cpu_before[0]
-        database_cpu = cpu_seconds(backends) - cpu_before[1]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    run = timed_posts(server, PORT, url, dbname, CALLBACK_PATH, warmup_deliveries, deliveries, args.concurrency)
     with psycopg.connect(pg_url(url)) as conn:
         applied, paid, entries = (
             conn.execute(query).fetchone()[0]  # type: ignore[index]
@@ -236,16 +179,11 @@ def bench_callbacks(args: argparse.Namespace, home: Path) -> tuple[dict[str, Any
     return (
         {
             "callbacks_sent": len(deliveries),
-            "http_statuses": statuses,
+            "http_statuses": run.statuses,
             "applied_rows": applied,
             "orders_paid": paid,
             "paid_entries": entries,
-            "seconds": round(elapsed, 2),
-            "applied_per_second": round(applied / elapsed, 1),
-            # CPU per applied callback, whatever else the machine is doing: the service's workers, and the
-            # PostgreSQL backends serving them (a backend that came and went during the run is not counted).
-            "service_cpu_ms_per_callback": round(service_cpu / applied * 1000, 2),
-            "postgresql_cpu_ms_per_callback": round(database_cpu / applied * 1000, 2),
+            **run.figures(applied),
             "machine_load_average": os.getloadavg()[0],
             "workers": args.workers,
             "concurrency": args.concurrency,
